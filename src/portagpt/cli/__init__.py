@@ -1,0 +1,68 @@
+"""The ``portagpt`` command: one subcommand per module in this package.
+
+Each subcommand module defines ``add_parser(subparsers, parents)`` (which sets
+``func``) and keeps heavy imports (torch, transformers) inside its ``run`` so
+``portagpt --help`` stays fast. Deliberate errors (:class:`PortagptError`)
+print one paragraph and exit 2 without a traceback unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import textwrap
+
+COMMANDS = ("families", "load", "inspect", "convert", "generate", "train", "compare", "smoke")
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="portagpt",
+        description="Train, load, convert and generate with LLM families behind one contract.",
+        parents=[_common()],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"portagpt.cli.{name}")
+        except ModuleNotFoundError as exc:  # a subcommand not built yet in this checkout
+            if exc.name != f"portagpt.cli.{name}":
+                raise
+            continue
+        module.add_parser(sub, [_common()])
+    return parser
+
+
+def _fail(message: str, code: int = 2) -> int:
+    text = "\n".join(textwrap.fill(p, width=100) for p in str(message).split("\n"))
+    print(f"portagpt: error: {text}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..errors import PortagptError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("PORTAGPT_DEBUG") == "1"
+    try:
+        return int(args.func(args) or 0)
+    except PortagptError as exc:
+        if debug:
+            raise
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (OSError, MemoryError) as exc:
+        if debug:
+            raise
+        return _fail(f"{type(exc).__name__}: {exc}. Re-run with --debug for the traceback.", 1)

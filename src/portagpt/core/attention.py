@@ -1,0 +1,52 @@
+"""Causal self-attention on ``scaled_dot_product_attention`` with grouped-query heads.
+
+:func:`attend` is the one call every family's attention layer makes after it
+has projected, normed and rotated q/k/v and asked the :class:`AttentionContext`
+for the keys/values to attend over. It picks SDPA, or an explicit softmax when
+the family soft-caps attention logits (SDPA cannot).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(B, Hkv, T, hd) -> (B, Hkv * groups, T, hd), each KV head shared by ``groups`` query heads."""
+    if groups == 1:
+        return x
+    B, H, T, D = x.shape
+    return x[:, :, None].expand(B, H, groups, T, D).reshape(B, H * groups, T, D)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    scale: float | None = None,
+    softcap: float | None = None,
+) -> torch.Tensor:
+    """Attention of q (B, H, Tq, hd) over k/v (B, Hkv, Tk, hd); returns (B, Tq, H * hd).
+
+    ``mask`` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk).
+    """
+    B, H, Tq, D = q.shape
+    groups = H // k.shape[1]
+    k, v = repeat_kv(k, groups), repeat_kv(v, groups)
+    if softcap is None:
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, scale=scale
+        )
+    else:
+        scores = (q @ k.transpose(-2, -1)) * (scale if scale is not None else D**-0.5)
+        scores = torch.tanh(scores / softcap) * softcap
+        if is_causal and mask is None:
+            Tk = k.shape[2]
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        out = torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+    return out.transpose(1, 2).reshape(B, Tq, H * D)

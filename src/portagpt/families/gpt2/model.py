@@ -1,0 +1,135 @@
+"""GPT-2 in the chapter-5 layout.
+
+Module names follow the chapter-5 ``GPTModel`` (``tok_emb``, ``pos_emb``,
+``trf_blocks.{i}.att.W_query``, ``ff.layers.0``, ``norm1.scale``, ``out_head``),
+so a chapter-5 ``model.pth`` is a native checkpoint; ``weights.py`` maps
+Hugging Face's fused, Conv1D-transposed layout onto it. Notable: learned
+absolute positions, pre-LayerNorm with bias, GELU-tanh MLP, optional tied head.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...core.attention import attend
+from ...core.cache import AttentionContext, KVCache, LayerSpec, attention_context
+from ...core.layers import activation, init_normal_, residual_std
+from .config import GPT2Config
+
+
+def cache_specs(cfg: GPT2Config) -> list[LayerSpec]:
+    return [LayerSpec(cfg.n_heads, cfg.head_dim) for _ in range(cfg.n_layers)]
+
+
+class LayerNorm(nn.Module):
+    """Chapter-5 LayerNorm (``scale``/``shift``), computed in fp32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.empty(dim))
+        self.shift = nn.Parameter(torch.empty(dim))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.scale)
+        nn.init.zeros_(self.shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.float(), (x.shape[-1],), self.scale.float(), self.shift.float(), self.eps)
+        return y.to(x.dtype)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        d = cfg.emb_dim
+        self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
+        self.W_query = nn.Linear(d, d, bias=cfg.qkv_bias)
+        self.W_key = nn.Linear(d, d, bias=cfg.qkv_bias)
+        self.W_value = nn.Linear(d, d, bias=cfg.qkv_bias)
+        self.out_proj = nn.Linear(d, d)
+        self.dropout = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, idx: int) -> torch.Tensor:
+        B, T, _ = x.shape
+        shape = (B, T, self.n_heads, self.head_dim)
+        q = self.W_query(x).view(shape).transpose(1, 2)  # (B, H, T, hd)
+        k = self.W_key(x).view(shape).transpose(1, 2)
+        v = self.W_value(x).view(shape).transpose(1, 2)
+        k, v, mask, causal = ctx.attend_kv(idx, k, v)
+        return self.dropout(self.out_proj(attend(q, k, v, mask, causal)))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg.emb_dim, cfg.mlp_dim), _Act(cfg.activation), nn.Linear(cfg.mlp_dim, cfg.emb_dim)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class _Act(nn.Module):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.fn = activation(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.att = MultiHeadAttention(cfg)
+        self.norm2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.ff = FeedForward(cfg)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor, ctx: AttentionContext, idx: int) -> torch.Tensor:
+        x = x + self.drop_shortcut(self.att(self.norm1(x), ctx, idx))
+        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+class GPT2Model(nn.Module):
+    def __init__(self, cfg: GPT2Config) -> None:
+        super().__init__()
+        self.config = cfg
+        self.layer_specs = cache_specs(cfg)
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.out_head.weight = self.tok_emb.weight
+
+    def init_weights(self) -> None:
+        init_normal_(self, 0.02, {"out_proj": residual_std(self.config.n_layers), "ff.layers.2": residual_std(self.config.n_layers)})
+        self.tie_weights()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        cache: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor:
+        ctx = attention_context(self.layer_specs, input_ids, cache, attention_mask)
+        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(ctx.positions))  # (B, T, d)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, ctx, i)
+        ctx.finish()
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        return self.out_head(self.final_norm(x))  # (B, T, vocab)
