@@ -37,7 +37,7 @@ def write_hf_checkpoint(
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(hf_config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=torch.float32)
     perturb_(model, seed, scale)
     model.eval()
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
