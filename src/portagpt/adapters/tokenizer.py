@@ -2,7 +2,7 @@
 
 Two real implementations, no hand-written BPE:
 
-* :class:`TiktokenTokenizer` wraps a ``tiktoken.Encoding`` (GPT-2's ranks ship
+* :class:`TiktokenTokenizer` wraps a ``tiktoken.Encoding`` (the packaged BPE ranks ship
   inside the package, so it works offline);
 * :class:`HFTokenizer` wraps ``tokenizers.Tokenizer`` read from a checkpoint's
   ``tokenizer.json``, with stop ids from config.json / generation_config.json

@@ -41,7 +41,7 @@ class RMSNorm(nn.Module):
     ``unit_offset=True`` scales by ``(1 + weight)`` (weights initialised at 0), the
     convention of checkpoints that store the offset form. ``cast_before_scale``
     picks where the result returns to the input dtype: before multiplying by the
-    weight (the Llama convention) or after (the offset-form convention); both
+    weight (the common convention) or after (the offset-form convention); both
     are identical in fp32.
     """
 
@@ -99,7 +99,7 @@ def activation(name: str):
 
 
 class GatedMLP(nn.Module):
-    """``down(act(gate(x)) * up(x))``: SwiGLU / GeGLU, names as in Llama-style checkpoints."""
+    """``down(act(gate(x)) * up(x))``: SwiGLU / GeGLU, names as in most gated-MLP checkpoints."""
 
     def __init__(self, dim: int, hidden: int, act: str = "silu", bias: bool = False) -> None:
         super().__init__()
@@ -194,5 +194,5 @@ def init_normal_(module: nn.Module, std: float = 0.02, scaled_std: dict[str, flo
 
 
 def residual_std(n_layers: int, std: float = 0.02) -> float:
-    """The GPT-2 residual-projection init std, ``std / sqrt(2 * n_layers)``."""
+    """The classic residual-projection init std, ``std / sqrt(2 * n_layers)``."""
     return std / math.sqrt(2 * n_layers)

@@ -1,0 +1,1 @@
+"""pytest plugin of the portagpt conformance kit (registered under pytest11)."""
