@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from .errors import PortagptError
 from .hookspecs import hookimpl
-from .registry import family_for_model_type, get_family, get_registry, list_families
+
+# The registry imports torch (through the Family contract); resolve these names on first use so
+# that importing portagpt (e.g. its pytest plugin, or `portagpt --help`) stays light.
+_LAZY = {"family_for_model_type", "get_family", "get_registry", "list_families"}
+
+
+def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attribute (PEP 562)
+    if name in _LAZY:
+        from . import registry
+
+        return getattr(registry, name)
+    raise AttributeError(f"module 'portagpt' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 
