@@ -20,6 +20,7 @@ import importlib.util
 import importlib.metadata as md
 import os
 import pkgutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class Registry:
     model_types: dict[str, str] = field(default_factory=dict)  # model_type -> family name
     errors: list[str] = field(default_factory=list)
     clashes: dict[str, list[str]] = field(default_factory=dict)  # name or model_type -> sources
+    plugin_of: dict[str, str] = field(default_factory=dict)  # family name -> plugin name
 
     def get(self, name: str) -> Family:
         if name in self.clashes:
@@ -104,6 +106,7 @@ class Registry:
                 srcs.append(f"{family.name} ({dist})")
                 self.errors.append(f"model_type {mt!r} is claimed by {' and '.join(srcs)}.")
         self.families[family.name] = family
+        self.plugin_of[family.name] = plugin_name
         for mt in family.hf_model_types:
             if mt not in self.clashes:
                 self.model_types[mt] = family.name
@@ -144,8 +147,15 @@ def _portagpt_version() -> str:
         return "dev"
 
 
-def build_registry(autoload: bool | None = None) -> Registry:
-    """A fresh registry: built-in families, then entry-point plugins (unless disabled)."""
+def build_registry(
+    autoload: bool | None = None, extra_plugins: Sequence[tuple[object, str, str]] = ()
+) -> Registry:
+    """A fresh registry: built-in families, entry-point plugins (unless disabled), then extras.
+
+    ``extra_plugins`` are ``(plugin object or module, plugin name, distribution label)``
+    triples registered as if an entry point had supplied them (``portagpt smoke --plugin``,
+    tests of misbehaving plugins).
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     reg = Registry(pm)
@@ -180,6 +190,13 @@ def build_registry(autoload: bool | None = None) -> Registry:
                 reg.errors.append(f"plugin {ep.name!r} (distribution {dist}) could not be registered: {exc}")
                 continue
             dists[ep.name] = (dist, dver)
+    for plugin, name, dist in extra_plugins:
+        try:
+            pm.register(plugin, name=name)
+        except Exception as exc:
+            reg.errors.append(f"plugin {name!r} (distribution {dist}) could not be registered: {exc}")
+            continue
+        dists[name] = (dist, "")
     reg.collect(dists)
     return reg
 
