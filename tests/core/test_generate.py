@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -42,6 +43,16 @@ def _model(windows: list[int | None], seed: int = 0) -> GPT2Model:
             p.mul_(4)
     model.layer_specs = [LayerSpec(4, 8, w) for w in windows]
     return model
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine spinning
+    OpenMP workers make them ~100x slower; run this module single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 FULL = [None, None]
