@@ -1,0 +1,362 @@
+"""Qwen3 family (dense and MoE): parity with transformers, config spellings, expert layouts, presets.
+
+Every checkpoint here is written by transformers itself (tiny, perturbed) and
+loaded through ``portagpt.load``; Qwen3ForCausalLM / Qwen3MoeForCausalLM are
+the reference for logits and greedy ids.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import Qwen3Config as HFQwen3Config
+from transformers import Qwen3MoeConfig as HFQwen3MoeConfig
+
+from portagpt.core.cache import make_cache
+from portagpt.core.layers import MoE
+from portagpt.errors import ConfigError, TokenizerError
+from portagpt.families.qwen3.config import Qwen3Config, config_from_hf, config_to_hf
+from portagpt.families.qwen3.plugin import FAMILY
+from portagpt.loaders import load
+from portagpt.registry import build_registry
+from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
+
+NEW_TOKENS = 40
+BASE = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=128,
+    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+)
+MOE = dict(BASE, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=24)
+VARIANTS = {
+    "dense-tied": (HFQwen3Config, dict(BASE, tie_word_embeddings=True)),
+    # head_dim 12 != hidden / heads, q/k/v/o biases, untied head
+    "dense-untied-bias": (HFQwen3Config, dict(BASE, head_dim=12, attention_bias=True)),
+    # layer 0 full, layer 1 a sliding window of 8 (decoding runs well past it)
+    "dense-sliding": (
+        HFQwen3Config,
+        dict(BASE, use_sliding_window=True, sliding_window=8, max_window_layers=1),
+    ),
+    "moe-norm-topk": (HFQwen3MoeConfig, dict(MOE, norm_topk_prob=True)),
+    # layers 1 and 3 are sparse by the step, but 3 is forced dense: only layer 1 is MoE
+    "moe-step2-mlp-only": (
+        HFQwen3MoeConfig,
+        dict(
+            MOE,
+            num_hidden_layers=4,
+            norm_topk_prob=False,
+            decoder_sparse_step=2,
+            mlp_only_layers=[3],
+        ),
+    ),
+}
+
+
+# ---- helpers (the same few lines live in test_llama.py) ---------------------------------
+@torch.no_grad()
+def greedy(model, ids, n, *, use_cache, attention_mask=None):
+    """Our greedy decoding: n new ids per row, with a KV cache or recomputing the whole prefix."""
+    B, P = ids.shape
+    if use_cache:
+        cache = make_cache(model.layer_specs, B, P + n)
+        logits = model(ids, cache=cache, attention_mask=attention_mask, logits_to_keep=1)
+        new = []
+        for _ in range(n):
+            new.append(logits[:, -1].argmax(-1, keepdim=True))
+            logits = model(new[-1], cache=cache)
+        return torch.cat(new, dim=1)
+    out, mask = ids, attention_mask
+    for _ in range(n):
+        nxt = model(out, attention_mask=mask, logits_to_keep=1)[:, -1].argmax(-1, keepdim=True)
+        out = torch.cat([out, nxt], dim=1)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+    return out[:, P:]
+
+
+def to_4x_spelling(hf: dict, key: str = "type") -> dict:
+    """transformers 5's config.json rewritten the 4.x way: rope_theta + rope_scaling[key]."""
+    d = dict(hf)
+    rp = dict(d.pop("rope_parameters"))
+    d["rope_theta"] = rp.pop("rope_theta")
+    rtype = rp.pop("rope_type")
+    d["rope_scaling"] = None if rtype == "default" else {key: rtype, **rp}
+    return d
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def checkpoint(request, tmp_path_factory):
+    """(variant, transformers model, folder it saved)."""
+    folder = tmp_path_factory.mktemp(request.param)
+    config_cls, kwargs = VARIANTS[request.param]
+    hf = write_hf_checkpoint(config_cls(**kwargs), folder)
+    return request.param, hf, folder
+
+
+def ids_for(seed: int, shape=(2, 24)) -> torch.Tensor:
+    return torch.randint(
+        0, BASE["vocab_size"], shape, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+# ---- parity with transformers ---------------------------------------------------------
+def test_logits_match_transformers(checkpoint):
+    name, hf, folder = checkpoint
+    model, _ = load(folder, tokenizer=False)
+    ids = ids_for(1)
+    with torch.no_grad():
+        ours = model(ids)
+    torch.testing.assert_close(ours, hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+def test_greedy_with_and_without_cache_matches_transformers(checkpoint):
+    name, hf, folder = checkpoint
+    model, _ = load(folder, tokenizer=False)
+    prompt = ids_for(2, (1, 12))
+    ref = hf_greedy(hf, prompt, NEW_TOKENS)
+    assert torch.equal(greedy(model, prompt, NEW_TOKENS, use_cache=True), ref)
+    assert torch.equal(greedy(model, prompt, NEW_TOKENS, use_cache=False), ref)
+
+
+def test_left_padded_batch_equals_single_runs(checkpoint):
+    name, hf, folder = checkpoint
+    model, _ = load(folder, tokenizer=False)
+    long, short = ids_for(3, (1, 14)), ids_for(4, (1, 9))
+    pad = long.shape[1] - short.shape[1]
+    batch = torch.cat([long, torch.cat([torch.zeros(1, pad, dtype=torch.long), short], 1)])
+    mask = torch.ones_like(batch)
+    mask[1, :pad] = 0
+    with torch.no_grad():
+        both = model(batch, attention_mask=mask)
+        torch.testing.assert_close(both[0], model(long)[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(both[1, pad:], model(short)[0], atol=1e-5, rtol=0)
+    singles = [greedy(model, p, NEW_TOKENS, use_cache=True)[0] for p in (long, short)]
+    for use_cache in (True, False):
+        got = greedy(model, batch, NEW_TOKENS, use_cache=use_cache, attention_mask=mask)
+        assert torch.equal(got[0], singles[0]) and torch.equal(got[1], singles[1])
+
+
+def test_4x_config_spellings_load_identically(checkpoint, tmp_path):
+    name, hf, folder = checkpoint
+    saved = json.loads((folder / "config.json").read_text())
+    assert "rope_parameters" in saved  # transformers 5 writes the 5.x spelling
+    model, _ = load(folder, tokenizer=False)
+    ids = ids_for(5)
+    for key in ("type", "rope_type"):
+        old = tmp_path / key
+        shutil.copytree(folder, old)
+        legacy = to_4x_spelling(saved, key)
+        if "num_local_experts" in legacy:  # the hub spells the expert count num_experts
+            legacy["num_experts"] = legacy.pop("num_local_experts")
+        (old / "config.json").write_text(json.dumps(legacy))
+        assert config_from_hf(legacy) == config_from_hf(saved)
+        model4, _ = load(old, tokenizer=False)
+        with torch.no_grad():
+            assert torch.equal(model4(ids), model(ids))
+
+
+def test_weight_map_covers_the_saved_checkpoint_both_ways(checkpoint):
+    name, hf, folder = checkpoint
+    cfg = config_from_hf(json.loads((folder / "config.json").read_text()))
+    hf_state = load_file(str(folder / "model.safetensors"))
+    wmap = FAMILY.weight_map(cfg)
+    native, plan = wmap.to_native(hf_state)
+    assert not plan.unmatched and not plan.incomplete
+    tied = {dst for dst, _ in FAMILY.tied_weights(cfg)}
+    assert set(native) == set(FAMILY.build_model(cfg).state_dict()) - tied
+    back, plan_back = wmap.to_hf(native)
+    assert not plan_back.unmatched and set(back) == set(hf_state)
+    assert all(torch.equal(back[k], hf_state[k]) for k in back)
+
+
+# ---- MoE specifics --------------------------------------------------------------------
+def test_moe_layers_follow_sparse_step_and_mlp_only_layers():
+    _, kwargs = VARIANTS["moe-step2-mlp-only"]
+    cfg = config_from_hf(json.loads(HFQwen3MoeConfig(**kwargs).to_json_string()))
+    model = FAMILY.build_model(cfg)
+    assert [isinstance(layer.mlp, MoE) for layer in model.model.layers] == [
+        False,
+        True,
+        False,
+        False,
+    ]
+    hf = AutoModelForCausalLM.from_config(HFQwen3MoeConfig(**kwargs))
+    hf_sparse = [type(layer.mlp).__name__.endswith("SparseMoeBlock") for layer in hf.model.layers]
+    assert hf_sparse == [False, True, False, False]
+
+
+def test_transformers_in_memory_fused_expert_layout_loads(tmp_path):
+    """transformers 5 keeps experts fused, (E, 2I, d) and (E, d, I), in model.state_dict()."""
+    _, kwargs = VARIANTS["moe-norm-topk"]
+    hf = write_hf_checkpoint(HFQwen3MoeConfig(**kwargs), tmp_path / "per_expert")
+    state = {k: v.contiguous() for k, v in hf.state_dict().items()}
+    assert "model.layers.0.mlp.experts.gate_up_proj" in state
+    (tmp_path / "fused").mkdir()
+    shutil.copy(tmp_path / "per_expert" / "config.json", tmp_path / "fused" / "config.json")
+    save_file(state, str(tmp_path / "fused" / "model.safetensors"))
+    fused, _ = load(tmp_path / "fused", tokenizer=False)
+    per_expert, _ = load(tmp_path / "per_expert", tokenizer=False)
+    ids = ids_for(7)
+    with torch.no_grad():
+        assert torch.equal(fused(ids), per_expert(ids))
+        torch.testing.assert_close(fused(ids), hf_logits(hf, ids), atol=1e-4, rtol=0)
+
+
+# ---- config translation ---------------------------------------------------------------
+def test_nested_text_config_reads_like_the_flat_one(checkpoint):
+    name, hf, folder = checkpoint
+    flat = json.loads((folder / "config.json").read_text())
+    inner = {k: v for k, v in flat.items() if k != "tie_word_embeddings"}
+    nested = {
+        "model_type": "wrapper",
+        "text_config": inner,
+        "tie_word_embeddings": flat["tie_word_embeddings"],
+    }
+    assert config_from_hf(nested) == config_from_hf(flat)
+
+
+def test_sliding_layers_come_from_use_sliding_window_and_max_window_layers():
+    cfg = config_from_hf(
+        dict(
+            config_to_hf(FAMILY.smoke_config),
+            layer_types=None,
+            use_sliding_window=True,
+            sliding_window=8,
+            max_window_layers=1,
+        )
+    )
+    assert [s.window for s in FAMILY.cache_specs(cfg)] == [None, 8]
+    off = config_from_hf(dict(config_to_hf(cfg), use_sliding_window=False))
+    assert [s.window for s in FAMILY.cache_specs(off)] == [None, None]
+
+
+def test_moe_export_rejects_mixed_sliding_layers():
+    cfg = Qwen3Config(
+        **{
+            **vars(FAMILY.preset("tiny-moe")),
+            "sliding_window": 8,
+            "layer_types": ("full_attention", "sliding_attention") * 2,
+        }
+    )
+    with pytest.raises(ConfigError, match="mixes sliding and full"):
+        config_to_hf(cfg)
+
+
+@pytest.mark.parametrize("preset", list(FAMILY.presets) + ["smoke"])
+def test_config_round_trips_through_config_json(preset):
+    cfg = FAMILY.smoke_config if preset == "smoke" else FAMILY.preset(preset)
+    hf = config_to_hf(cfg)
+    assert config_from_hf(json.loads(json.dumps(hf))) == cfg
+    assert config_from_hf(to_4x_spelling(hf)) == cfg
+    d = dict(hf)
+    tcfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    assert type(tcfg).__name__ == ("Qwen3MoeConfig" if cfg.is_moe else "Qwen3Config")
+    assert tcfg.rope_parameters == cfg.rope.to_hf()
+    assert tcfg.head_dim == cfg.head_dim and tcfg.num_key_value_heads == cfg.num_key_value_heads
+    if cfg.is_moe:
+        assert (tcfg.num_experts, tcfg.norm_topk_prob) == (cfg.num_experts, cfg.norm_topk_prob)
+
+
+def test_real_preset_values():
+    small = FAMILY.preset("0.6B")
+    assert (small.hidden_size, small.head_dim, small.tie_word_embeddings) == (1024, 128, True)
+    assert small.head_dim * small.num_attention_heads != small.hidden_size  # independent head_dim
+    moe = FAMILY.preset("30B-A3B")
+    assert (moe.num_experts, moe.num_experts_per_tok, moe.moe_intermediate_size) == (128, 8, 768)
+    assert moe.norm_topk_prob and not moe.tie_word_embeddings
+    assert all(
+        p.source.startswith("https://huggingface.co/Qwen/")
+        for p in FAMILY.presets.values()
+        if p.source
+    )
+
+
+# ---- real sizes on the meta device ----------------------------------------------------
+@pytest.mark.parametrize("preset", [k for k, p in FAMILY.presets.items() if p.source])
+def test_real_size_checkpoint_names_and_shapes_map_onto_the_model(preset):
+    cfg = FAMILY.preset(preset)
+    d = config_to_hf(cfg)
+    hf_cfg = AutoConfig.for_model(d.pop("model_type"), **d)
+    with torch.device("meta"):
+        hf = AutoModelForCausalLM.from_config(hf_cfg)
+        ours = FAMILY.build_model(cfg)
+    native, plan = FAMILY.weight_map(cfg).to_native(dict(hf.state_dict()))
+    assert not plan.unmatched and not plan.incomplete
+    tied = {dst for dst, _ in FAMILY.tied_weights(cfg)}
+    want = {k: tuple(v.shape) for k, v in ours.state_dict().items() if k not in tied}
+    got = {k: tuple(v.shape) for k, v in native.items() if k not in tied}
+    assert got == want
+
+
+# ---- family contract ------------------------------------------------------------------
+def test_registry_serves_both_model_types():
+    reg = build_registry(autoload=False)
+    assert (
+        reg.for_model_type("qwen3").name == "qwen3"
+        and reg.for_model_type("qwen3_moe").name == "qwen3"
+    )
+    assert FAMILY.problems() == []
+
+
+@pytest.mark.parametrize("preset", ["smoke", "tiny-moe"])
+def test_meta_built_model_initialises_and_trains_a_step(preset):
+    cfg = FAMILY.smoke_config if preset == "smoke" else FAMILY.preset(preset)
+    with torch.device("meta"):
+        model = FAMILY.build_model(cfg)
+    model.to_empty(device="cpu")
+    model.init_weights()
+    assert not any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+    ids = torch.randint(0, cfg.vocab_size, (2, 16), generator=torch.Generator().manual_seed(6))
+    logits = model(ids[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten())
+    loss.backward()
+    assert (
+        abs(loss.item() - torch.log(torch.tensor(cfg.vocab_size)).item()) < 0.5
+    )  # near-uniform start
+    assert model.model.layers[0].self_attn.q_norm.weight.grad is not None
+
+
+def test_tiny_presets_are_a_few_million_params_with_gpt2_vocab():
+    for name in ("tiny", "tiny-moe"):
+        cfg = FAMILY.preset(name)
+        with torch.device("meta"):
+            model = FAMILY.build_model(cfg)
+        n = sum(p.numel() for p in model.parameters())
+        assert 1e6 < n < 10e6 and cfg.vocab_size >= 50257
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+
+
+# ---- tokenizer ------------------------------------------------------------------------
+def test_no_folder_gives_gpt2_tokenizer_when_the_vocab_fits():
+    tok = FAMILY.load_tokenizer(None, FAMILY.preset("tiny"))
+    assert tok.vocab_size == 50257 and tok.decode(tok.encode("Hello, world")) == "Hello, world"
+    with pytest.raises(TokenizerError, match="too small for GPT-2"):
+        FAMILY.load_tokenizer(None, FAMILY.smoke_config)
+
+
+def test_folder_tokenizer_json_is_used(tmp_path: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.train_from_iterator(
+        ["the quick brown fox jumps over the lazy dog"] * 20,
+        trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"]),
+    )
+    tok.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}))
+    loaded = FAMILY.load_tokenizer(tmp_path, Qwen3Config())
+    assert loaded.eos_token_id == tok.token_to_id("<|im_end|>")
+    assert loaded.encode("the lazy fox") == tok.encode("the lazy fox").ids
