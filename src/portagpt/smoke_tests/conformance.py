@@ -11,12 +11,12 @@ One test method per check (``test_meta_build``, ..., ``test_transformers_parity`
 a check that does not apply (no transformers class, transformers missing) is
 skipped, a failing one fails with the check's detail and the plugin and
 distribution that supplied the family. The checks of one class share one
-scratch folder and the same configs (a class-scoped fixture).
+scratch folder and the same configs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -37,8 +37,8 @@ def outcome(ctx: SmokeContext, header: str, name: str) -> None:
 
 
 def _test_method(name: str) -> Callable[..., None]:
-    def test(self: FamilyConformance, portagpt_smoke: tuple[SmokeContext, str]) -> None:
-        ctx, header = portagpt_smoke
+    def test(self: FamilyConformance) -> None:
+        ctx, header = type(self).portagpt_context()
         outcome(ctx, header, name)
 
     test.__name__ = f"test_{name}"
@@ -47,23 +47,34 @@ def _test_method(name: str) -> Callable[..., None]:
 
 
 class FamilyConformance:
-    """Base class of a family's conformance tests; set ``family`` (name or Family)."""
+    """Base class of a family's conformance tests; set ``family`` (name or Family).
+
+    The checks of one class share a :class:`SmokeContext`, made on first use and
+    closed by ``teardown_class`` (call ``super().teardown_class()`` if you override it).
+    """
 
     family: ClassVar[Any] = None
     registry: ClassVar[Any] = None  # a portagpt Registry; None = the process-wide one
 
-    @pytest.fixture(scope="class")
-    def portagpt_smoke(self) -> Iterator[tuple[SmokeContext, str]]:
-        cls = type(self)
-        if cls.family is None:
-            raise TypeError(f"{cls.__name__} must set `family = \"name\"` (or a Family record).")
-        fam, plugin = resolve_family(cls.family, cls.registry)
-        src = f"{fam.distribution} {fam.version}".strip() or "?"
-        ctx = SmokeContext(fam)
-        try:
-            yield ctx, f"family {fam.name!r} (plugin {plugin!r}, distribution {src})"
-        finally:
-            ctx.close()
+    @classmethod
+    def portagpt_context(cls) -> tuple[SmokeContext, str]:
+        """(context, report header) of this class, made on first use."""
+        state = cls.__dict__.get("_portagpt_state")
+        if state is None:
+            if cls.family is None:
+                raise TypeError(f"{cls.__name__} must set `family = \"name\"` (or a Family record).")
+            fam, plugin = resolve_family(cls.family, cls.registry)
+            src = f"{fam.distribution} {fam.version}".strip() or "?"
+            state = (SmokeContext(fam), f"family {fam.name!r} (plugin {plugin!r}, distribution {src})")
+            cls._portagpt_state = state
+        return state
+
+    @classmethod
+    def teardown_class(cls) -> None:
+        state = cls.__dict__.get("_portagpt_state")
+        if state is not None:
+            state[0].close()
+            del cls._portagpt_state
 
 
 for _name in CHECK_NAMES:
