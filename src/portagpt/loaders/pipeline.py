@@ -1,24 +1,31 @@
-"""The safe loading pipeline for checkpoint folders (and single safetensors files).
+"""The loading pipeline: every way in produces the same model.
 
-1. Read config.json (and portagpt.json, if portagpt wrote the folder) and pick
-   the family: ``--family`` if given, else the sidecar's family, else the
-   config's ``model_type`` through the registry.
-2. Read only the safetensors headers (index.json names the shards).
-3. Build the model on the meta device, map the checkpoint's names and shapes
-   through the family's weight map using meta tensors, and compare: every
-   missing, unexpected and mismatched tensor is reported at once, before any
-   weight is read.
-4. Read each tensor lazily from the memory-mapped files, map it, cast it to
-   the requested dtype, ``load_state_dict(strict=False, assign=True)``, tie
-   explicitly, recompute non-persistent buffers, and verify nothing is left on
-   the meta device.
+1. Locate the weights (``sources.py``, ``hub.py``) and open them without
+   reading tensor data: safetensors headers, or a memory-mapped ``.pth``.
+2. Decide the family and config (``configs.py``).
+3. :func:`prepare`: build the model on the meta device, map the checkpoint's
+   names and shapes through the family's weight map with meta tensors, and
+   compare (``checks.py``): every missing, unexpected and mismatched tensor is
+   reported at once, before any weight is read.
+4. :func:`materialise`: read each tensor, map it, cast it, move it, and
+   ``load_state_dict(strict=False, assign=True)`` into the meta model; tie
+   explicitly, recompute non-persistent buffers, and verify nothing is left
+   on the meta device. One tensor (or one fused group) is in flight at a time,
+   so peak memory stays close to the size of the weights.
+
+Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above),
+``safetensors`` (every file read whole with ``safetensors.torch.load_file``,
+then step 4), ``state_dict`` (the classic path: a randomly initialised model,
+the whole state dict read, ``load_state_dict`` copying into it) and ``hf``
+(transformers' ``from_pretrained``, then :func:`~.hf.from_transformers`). All
+four give the same weights; the strict check runs first for every one.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,14 +34,22 @@ import torch
 from torch import nn
 
 from ..adapters.family import Family
-from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError
+from ..adapters.weights import IDENTITY, Rule, Step
+from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
-from .safetensors_index import TensorIndex, index_for_folder
+from .configs import SIDECAR, ConfigChoice, read_json
+from .safetensors_index import TensorIndex
+from .sources import Located
+from .state_dict import StateDictSource
 
-SIDECAR = "portagpt.json"
 FORMAT_KEY = "portagpt_format"  # safetensors metadata: "native" or "hf"
 FAMILY_KEY = "portagpt_family"
+FORMAT_VERSION_KEY = "portagpt_format_version"
+FORMAT_VERSION = "1"
 STRIP_PREFIXES = ("_orig_mod.", "module.")
+LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
+
+Source = TensorIndex | StateDictSource
 
 DTYPES = {
     "float32": torch.float32,
@@ -56,90 +71,13 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     try:
         return DTYPES[str(dtype).lower()]
     except KeyError:
-        from ..errors import UsageError
-
         raise UsageError(
             f"Unknown dtype {dtype!r}. Use one of: auto, {', '.join(sorted(set(DTYPES)))}."
         ) from None
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(
-            f"No {what} at {str(path)!r}. A checkpoint folder needs config.json next to its weights "
-            "(save_pretrained writes it); pass --family F to build the config from a preset instead."
-        )
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}). "
-            "Fix or re-save the file."
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{str(path)!r} is not a text JSON file. Fix or re-save it.") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{str(path)!r} must hold a JSON object, found {type(data).__name__}.")
-    return data
-
-
-def family_for(hf_config: Mapping[str, Any], family: str | Family | None, sidecar: Mapping[str, Any] | None, where: Path) -> Family:
-    """The family to use: explicit, else the sidecar's, else config.json's model_type."""
-    from ..registry import get_family, get_registry
-
-    if isinstance(family, Family):
-        return family
-    if family:
-        fam = get_family(family)
-        mt = hf_config.get("model_type")
-        if mt and mt not in fam.hf_model_types:
-            reg = get_registry()
-            owner = reg.model_types.get(mt)
-            raise ConfigError(
-                f"{str(where)!r} is a {mt!r} checkpoint (config.json model_type), but --family {family} "
-                f"serves {', '.join(fam.hf_model_types)}."
-                + (f" Use --family {owner}, or leave --family out." if owner else " Leave --family out.")
-            )
-        return fam
-    if sidecar and sidecar.get("family"):
-        return get_family(sidecar["family"])
-    mt = hf_config.get("model_type")
-    if not mt:
-        raise ConfigError(
-            f"{str(where)!r} has no 'model_type' key, so the family cannot be detected; "
-            "add it, or pass --family NAME."
-        )
-    return get_registry().for_model_type(mt)
-
-
-def materialise_buffers(model: nn.Module) -> None:
-    """Recompute non-persistent buffers left on meta (e.g. RoPE frequencies) via reset_parameters()."""
-    for module in model.modules():
-        own = list(module.buffers(recurse=False))
-        if any(b.is_meta for b in own) and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-
-
-def assert_materialised(model: nn.Module, where: str) -> None:
-    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointError(
-            f"After loading {where}, {len(left)} tensor(s) are still unset (on the meta device): "
-            f"{', '.join(left[:8])}. The family's weight map or tie_weights() does not cover them."
-        )
-
-
-def expected_state(model: nn.Module, family: Family, cfg: Any) -> tuple[dict[str, torch.Tensor], set[str]]:
-    """The model's tensors that a checkpoint must provide, and the tied destinations (optional)."""
-    state = dict(model.state_dict(keep_vars=True))
-    tied = {dst for dst, _ in family.tied_weights(cfg)}
-    for dst in tied:
-        state.pop(dst, None)
-    return state, tied
-
-
 def strip_prefixes(names: list[str]) -> dict[str, str]:
-    """Map checkpoint names to names without ``_orig_mod.``/``module.`` wrappers (torch.compile, DDP)."""
+    """Checkpoint name -> name without ``_orig_mod.``/``module.`` wrappers (torch.compile, DDP)."""
     out = {}
     for n in names:
         m = n
@@ -155,6 +93,267 @@ def strip_prefixes(names: list[str]) -> dict[str, str]:
     return out
 
 
+# ---- plan: names and shapes only ----------------------------------------------------
+@contextmanager
+def empty_init() -> Iterator[None]:
+    """Build on the meta device with ``torch.nn.init``'s fill functions as no-ops.
+
+    Values come from the checkpoint, so initialising is wasted work; on meta it
+    is also slow the first time (running ``normal_`` on meta imports
+    torch._dynamo, about 2 s).
+    """
+    init = torch.nn.init
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(init, n) for n in names}
+    for n in names:
+        setattr(init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        for n, fn in saved.items():
+            setattr(init, n, fn)
+
+
+@dataclass
+class Prepared:
+    """A model on the meta device and the steps that fill it, checked from shapes alone."""
+
+    family: Family
+    config: Any
+    model: nn.Module
+    layout: str  # "native" or "hf"
+    steps: list[Step]
+    source_names: dict[str, str]  # name without wrappers -> name in the checkpoint
+    expected: dict[str, torch.Tensor]  # what the checkpoint must provide (meta tensors)
+    tied: tuple[tuple[str, str], ...]
+    report: Report
+    produced: dict[str, torch.Tensor]  # what the checkpoint maps to (meta tensors, checkpoint dtypes)
+    claimed: int  # checkpoint tensors the weight map (or the native names) account for
+    total: int
+
+    @property
+    def coverage(self) -> float:
+        return self.claimed / self.total if self.total else 0.0
+
+
+def expected_state(model: nn.Module, family: Family, cfg: Any) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The model's tensors that a checkpoint must provide, and the tied destinations (optional)."""
+    state = dict(model.state_dict(keep_vars=True))
+    tied = {dst for dst, _ in family.tied_weights(cfg)}
+    for dst in tied:
+        state.pop(dst, None)
+    return state, tied
+
+
+def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family, cfg: Any, meta: Mapping[str, str], sidecar: Any) -> str:
+    """``native`` or ``hf``: portagpt's metadata or sidecar if any, else whichever names fit better."""
+    from .configs import name_patterns
+
+    if meta.get(FORMAT_KEY) in ("native", "hf"):
+        return meta[FORMAT_KEY]
+    if sidecar is not None:
+        return "native"
+    if not canon:
+        return "hf"
+    native = name_patterns(expected)
+    pats = name_patterns(canon)
+    native_fit = len(pats & native) / len(pats)
+    plan = family.weight_map(cfg).plan_to_native(canon)
+    claimed = {n for s in plan.steps if s.native for n in s.hf}
+    hf_fit = len(name_patterns(claimed)) / len(pats)
+    return "native" if native_fit >= hf_fit else "hf"
+
+
+def prepare(
+    source: Source,
+    family: Family,
+    cfg: Any,
+    *,
+    layout: str | None = None,
+    sidecar: Any = None,
+) -> Prepared:
+    """Build on meta, map the checkpoint's names and shapes, and compare (no tensor data read)."""
+    with empty_init():
+        model = family.build_model(cfg)
+    expected, tied = expected_state(model, family, cfg)
+    tied_pairs = tuple(family.tied_weights(cfg))
+    renames = strip_prefixes(source.names)
+    orig = {c: o for o, c in renames.items()}
+    canon = list(orig)
+
+    def shape_of(name: str) -> torch.Tensor:
+        return source.meta_tensor(orig[name])
+
+    wmap = family.weight_map(cfg)
+    layout = layout or detect_layout(canon, expected, family, cfg, source.combined_metadata(), sidecar)
+    if layout == "native":
+        extra = [c for c in canon if c not in expected and c not in tied]
+        dropped = {n for s in wmap.plan_to_native(extra).steps if not s.native for n in s.hf}
+        kept = [c for c in canon if c not in dropped]
+        steps = [Step(Rule((c,), (c,), IDENTITY), (c,), (c,)) for c in kept]
+        produced = {c: shape_of(c) for c in kept}
+        rep = compare(expected, produced, optional=tied, tied=tied_pairs)
+        same = getattr(source, "same_tensor", None)
+        if same is not None:  # a tied copy that is the very same tensor is not "ignored" data
+            shared = {d for d, s in tied_pairs if d in orig and s in orig and same(orig[d], orig[s])}
+            rep.ignored = [n for n in rep.ignored if n not in shared]
+        claimed = len([c for c in canon if c in expected or c in tied or c in dropped])
+    else:
+        plan = wmap.plan_to_native(canon)
+        produced = dict(wmap.run_to_native(plan, shape_of))
+        optional = tied | {n for s in plan.steps if s.rule.optional for n in s.native}
+        rep = compare(
+            expected,
+            produced,
+            unmatched=plan.unmatched,
+            incomplete=plan.incomplete,
+            optional=optional,
+            tied=tied_pairs,
+        )
+        steps = plan.steps
+        claimed = len([n for s in plan.steps for n in s.hf])
+    return Prepared(
+        family, cfg, model, layout, steps, orig, expected, tied_pairs, rep, produced, claimed, len(canon)
+    )
+
+
+# ---- reading ---------------------------------------------------------------------------
+def _shares(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
+def _own(t: torch.Tensor, inputs: list[torch.Tensor], dtype: torch.dtype | None, device: Any, private: bool) -> torch.Tensor:
+    """A contiguous tensor that shares memory with nothing the model does not own.
+
+    ``.to`` and ``.contiguous`` copy only when they must; a tensor that is still
+    a view of the source is copied when the source is not ours to keep
+    (memory-mapped file, another model) or when it is a part of a larger
+    tensor (a split), so no parameter pins a bigger buffer.
+    """
+    if dtype is not None and t.is_floating_point():
+        t = t.to(dtype)
+    t = t.to(device)
+    if not t.is_contiguous():
+        t = t.contiguous()
+    if any(_shares(t, s) for s in inputs):
+        whole = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+        if not (private and whole):
+            t = t.clone()
+    return t
+
+
+def mapped_tensors(
+    prep: Prepared, source: Source, dtype: torch.dtype | None = None, device: Any = "cpu"
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time."""
+    with source:
+        private = source.private
+        for step in prep.steps:
+            if not any(n in prep.expected for n in step.native):
+                continue  # a tied copy, or dropped
+            inputs = [source.get(prep.source_names[n]) for n in step.hf]
+            outputs = step.rule.transform.to_native(inputs)
+            for name, t in zip(step.native, outputs):
+                if name in prep.expected:
+                    yield name, _own(t, inputs, dtype, device, private)
+            del inputs, outputs
+
+
+def materialise_buffers(model: nn.Module) -> None:
+    """Recompute non-persistent buffers left on meta (e.g. RoPE frequencies) via reset_parameters().
+
+    Only modules without parameters of their own are reset, so no loaded weight
+    is ever re-initialised; anything else left on meta is reported afterwards.
+    """
+    for module in model.modules():
+        own = list(module.buffers(recurse=False))
+        if any(b.is_meta for b in own) and hasattr(module, "reset_parameters"):
+            if not list(module.parameters(recurse=False)):
+                module.reset_parameters()
+
+
+def assert_materialised(model: nn.Module, where: str) -> None:
+    left = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(
+            f"After loading {where}, {len(left)} tensor(s) are still unset (on the meta device): "
+            f"{', '.join(left[:8])}. The family's weight map or tie_weights() does not cover them."
+        )
+
+
+def finish(model: nn.Module, prep: Prepared, dtype: torch.dtype | None, device: Any, where: str) -> nn.Module:
+    """Tie, recompute buffers, check nothing is unset, cast, move, eval."""
+    model.tie_weights()
+    materialise_buffers(model)
+    assert_materialised(model, where)
+    if dtype is not None:
+        model.to(dtype)
+    model.to(device)
+    return model.eval()
+
+
+def materialise(
+    prep: Prepared, source: Source, dtype: torch.dtype | None, device: Any = "cpu", where: str = "the checkpoint"
+) -> nn.Module:
+    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy)."""
+    state = dict(mapped_tensors(prep, source, dtype, device))
+    model = prep.model
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    del state
+    tied = {d for d, _ in prep.tied}
+    left = [m for m in missing if m not in tied]
+    if left or unexpected:
+        raise CheckpointError(
+            f"Loading {where} left {len(left)} tensor(s) unset ({', '.join(left[:8])}) and "
+            f"{len(unexpected)} unused ({', '.join(unexpected[:8])}): the family's weight map and "
+            "model disagree. Report this to the family's author."
+        )
+    return finish(model, prep, dtype, device, where)
+
+
+def materialise_eager(
+    prep: Prepared, source: Source, dtype: torch.dtype | None, device: Any = "cpu", where: str = "the checkpoint"
+) -> nn.Module:
+    """The classic path: a randomly initialised model, and ``load_state_dict`` copying into it."""
+    model = prep.family.build_model(prep.config)
+    model.init_weights()
+    state = dict(mapped_tensors(prep, source, None, "cpu"))
+    if dtype is None:  # "auto": the checkpoint's own (most common) floating dtype
+        floats = [t.dtype for t in state.values() if t.is_floating_point()]
+        if floats:
+            model.to(max(set(floats), key=floats.count))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    del state
+    tied = {d for d, _ in prep.tied}
+    left = [m for m in missing if m not in tied]
+    if left or unexpected:
+        raise CheckpointError(
+            f"Loading {where} left {len(left)} tensor(s) at their random initial values "
+            f"({', '.join(left[:8])}); refusing to return a partly random model."
+        )
+    return finish(model, prep, dtype, device, where)
+
+
+def read_whole(loc: Located) -> StateDictSource:
+    """Every tensor of the checkpoint read into memory at once (for the eager loaders)."""
+    if loc.kind == "safetensors":
+        from safetensors.torch import load_file
+
+        state: dict[str, torch.Tensor] = {}
+        for f in loc.files:
+            part = load_file(str(f))
+            if loc.weight_map is not None:
+                part = {k: v for k, v in part.items() if loc.weight_map.get(k) == f.name}
+            state.update(part)
+        return StateDictSource(state, private=True)
+    from .state_dict import torch_load, unwrap
+
+    path = loc.files[0]
+    return StateDictSource(unwrap(torch_load(path, mmap=False), path), path=path, private=True)
+
+
+# ---- the record every loader returns --------------------------------------------------
 @dataclass
 class Loaded:
     """A loaded model with everything the CLI reports about how it got there."""
@@ -172,150 +371,6 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def detect_layout(names: list[str], expected: Mapping[str, Any], meta: Mapping[str, str], sidecar: Any) -> str:
-    if meta.get(FORMAT_KEY) in ("native", "hf"):
-        return meta[FORMAT_KEY]
-    if sidecar is not None:
-        return "native"
-    native_hits = sum(1 for n in names if n in expected)
-    return "native" if names and native_hits >= 0.9 * len(names) else "hf"
-
-
-def plan_tensors(
-    index_names: list[str],
-    shape_of: Any,
-    family: Family,
-    cfg: Any,
-    model: nn.Module,
-    layout: str,
-) -> tuple[Any, Report, dict[str, str]]:
-    """Map names (native or HF) and compare shapes; returns (plan or rename map, report, renames)."""
-    expected, tied = expected_state(model, family, cfg)
-    wmap = family.weight_map(cfg)
-    optional_hf = {
-        n for step in wmap.plan_to_native(index_names).steps if step.rule.optional for n in step.native
-    }
-    if layout == "native":
-        renames = strip_prefixes(index_names)
-        produced = {renames[n]: shape_of(n) for n in index_names}
-        extra = [n for n in produced if n not in expected and n not in tied]
-        dropped = {n for s in wmap.plan_to_native(extra).steps if not s.native for n in s.hf}
-        for n in dropped:
-            produced.pop(n)
-        rep = compare(expected, produced, optional=tied, tied=family.tied_weights(cfg))
-        return None, rep, {v: k for k, v in renames.items() if v not in dropped}
-    plan = wmap.plan_to_native(index_names)
-    produced = dict(wmap.run_to_native(plan, shape_of))
-    rep = compare(
-        expected,
-        produced,
-        unmatched=plan.unmatched,
-        incomplete=plan.incomplete,
-        optional=tied | optional_hf,
-        tied=family.tied_weights(cfg),
-    )
-    return plan, rep, {}
-
-
-def load_from_index(
-    index: TensorIndex,
-    family: Family,
-    cfg: Any,
-    *,
-    layout: str | None = None,
-    sidecar: Any = None,
-    dtype: torch.dtype | None = torch.float32,
-    device: str | torch.device = "cpu",
-    where: str = "the checkpoint",
-) -> tuple[nn.Module, str, Report]:
-    """Build on meta, check every name and shape from headers, then read tensors lazily."""
-    with torch.device("meta"):
-        model = family.build_model(cfg)
-    expected, tied = expected_state(model, family, cfg)
-    names = index.names
-    layout = layout or detect_layout(names, expected, index.combined_metadata(), sidecar)
-    plan, rep, renames = plan_tensors(names, index.meta_tensor, family, cfg, model, layout)
-    rep.raise_if_bad(f"{where} ({layout} layout, family {family.name})")
-    state: dict[str, torch.Tensor] = {}
-
-    def cast(t: torch.Tensor) -> torch.Tensor:
-        if dtype is not None and t.is_floating_point():
-            t = t.to(dtype)
-        return t.contiguous()
-
-    with index:
-        if layout == "native":
-            for native, src in renames.items():
-                if native in expected:
-                    state[native] = cast(index.get(src))
-        else:
-            wmap = family.weight_map(cfg)
-            for name, t in wmap.run_to_native(plan, index.get):
-                if name in expected:
-                    state[name] = cast(t)
-    model.load_state_dict(state, strict=False, assign=True)
-    del state
-    model.tie_weights()
-    materialise_buffers(model)
-    assert_materialised(model, where)
-    if dtype is not None:
-        model.to(dtype)
-    model.to(device)
-    model.eval()
-    return model, layout, rep
-
-
-def load_folder(
-    folder: Path,
-    *,
-    family: str | Family | None = None,
-    dtype: str | torch.dtype | None = "float32",
-    device: str | torch.device = "cpu",
-    tokenizer: bool | str = "auto",
-) -> Loaded:
-    """Load a checkpoint folder (HF ``save_pretrained`` output or a portagpt checkpoint)."""
-    t0 = time.perf_counter()
-    if not folder.exists():
-        raise CheckpointNotFoundError(
-            f"{str(folder)!r} does not exist. Pass a checkpoint folder, a .safetensors or .pth file, "
-            "or a hub id with --repo-id."
-        )
-    if folder.is_dir() and not any(folder.iterdir()):
-        raise CheckpointNotFoundError(
-            f"{str(folder)!r} is an empty folder: no config.json and no weights. Point at the folder "
-            "that save_pretrained (or portagpt train) wrote."
-        )
-    sidecar = read_json(folder / SIDECAR, SIDECAR) if (folder / SIDECAR).is_file() else None
-    hf_config = read_json(folder / "config.json", "config.json")
-    fam = family_for(hf_config, family, sidecar, folder / "config.json")
-    try:
-        cfg = fam.config_from_hf(hf_config)
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"{str(folder / 'config.json')!r} cannot be read as a {fam.name} config: "
-            f"{type(exc).__name__}: {exc}. Check that it belongs to a {fam.name} checkpoint."
-        ) from None
-    index = index_for_folder(folder)
-    model, layout, rep = load_from_index(
-        index, fam, cfg, sidecar=sidecar, dtype=parse_dtype(dtype), device=device, where=repr(str(folder))
-    )
-    tok = load_tokenizer_for(fam, folder, cfg, tokenizer)
-    return Loaded(
-        model=model,
-        tokenizer=tok,
-        family=fam,
-        config=cfg,
-        source=str(folder),
-        loader="meta",
-        layout=layout,
-        report=rep,
-        checkpoint_bytes=index.file_bytes(),
-        load_seconds=time.perf_counter() - t0,
-    )
-
-
 def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bool | str) -> Any:
     """The family's tokenizer for a folder; with ``"auto"``, None when the folder ships none."""
     from ..errors import TokenizerError
@@ -328,3 +383,108 @@ def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bo
         if tokenizer == "auto":
             return None
         raise
+
+
+def read_sidecar(folder: Path) -> dict[str, Any] | None:
+    path = folder / SIDECAR
+    return read_json(path, SIDECAR) if path.is_file() else None
+
+
+def check_source(
+    loc: Located,
+    *,
+    family: str | Family | None = None,
+    preset: str | None = None,
+    config: Any = None,
+    backend: str = "pread",
+) -> tuple[Source, ConfigChoice, Prepared]:
+    """Open ``loc``, choose family and config, and run the strict check (raises on mismatch)."""
+    from .configs import choose
+
+    source = loc.open(backend)
+    sidecar = read_sidecar(loc.folder)
+    choice = choose(loc, source, family=family, preset=preset, config=config, sidecar=sidecar)
+    prep = prepare(source, choice.family, choice.config, sidecar=sidecar)
+    if not prep.report.ok and choice.source.startswith("preset"):
+        prep.report.hints.append(
+            f"There is no config.json, and the closest preset ({choice.source}) does not fit; put the "
+            "checkpoint's config.json next to it or pass --config config.json."
+        )
+    prep.report.raise_if_bad(f"{loc.where} ({prep.layout} layout, family {choice.family.name})")
+    return source, choice, prep
+
+
+def load_located(
+    loc: Located,
+    *,
+    family: str | Family | None = None,
+    preset: str | None = None,
+    config: Any = None,
+    dtype: str | torch.dtype | None = "float32",
+    device: str | torch.device = "cpu",
+    tokenizer: bool | str = "auto",
+    loader: str = "auto",
+) -> Loaded:
+    """Check, then load ``loc`` with the chosen loader."""
+    t0 = time.perf_counter()
+    if loader not in LOADERS:
+        raise UsageError(f"Unknown loader {loader!r}. Use one of: {', '.join(LOADERS)}.")
+    loader = "meta" if loader == "auto" else loader
+    if loader == "safetensors" and loc.kind != "safetensors":
+        raise UsageError(f"--loader safetensors needs safetensors files; {loc.where} is a {loc.kind} file.")
+    if loader == "hf" and loc.kind != "safetensors":
+        raise UsageError(
+            f"--loader hf loads a save_pretrained folder through transformers; {loc.where} is a "
+            f"{loc.kind} file. Use --loader meta or state_dict."
+        )
+    want = parse_dtype(dtype)
+    source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
+    where = loc.where
+    if loader == "meta":
+        model = materialise(prep, source, want, device, where)
+    elif loader == "safetensors":
+        model = materialise(prep, read_whole(loc), want, device, where)
+    elif loader == "state_dict":
+        model = materialise_eager(prep, read_whole(loc), want, device, where)
+    else:
+        from .hf import load_with_transformers
+
+        model = load_with_transformers(loc.folder, choice.family, want, device)
+    if isinstance(source, StateDictSource):
+        source.close()
+    tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
+    return Loaded(
+        model=model,
+        tokenizer=tok,
+        family=choice.family,
+        config=choice.config,
+        source=loc.repo_id or str(loc.path),
+        loader=loader,
+        layout=prep.layout,
+        report=prep.report,
+        checkpoint_bytes=source.file_bytes(),
+        load_seconds=time.perf_counter() - t0,
+        extras={
+            "config_source": choice.source,
+            "config_changes": choice.changes,
+            "files": [str(f) for f in loc.files],
+            "kind": loc.kind,
+            "coverage": prep.coverage,
+            "repo_id": loc.repo_id,
+            "folder": str(loc.folder),
+        },
+    )
+
+
+def load_folder(
+    folder: Path,
+    *,
+    family: str | Family | None = None,
+    dtype: str | torch.dtype | None = "float32",
+    device: str | torch.device = "cpu",
+    tokenizer: bool | str = "auto",
+) -> Loaded:
+    """Load a local checkpoint folder or file (kept for callers of the first version)."""
+    from .sources import locate
+
+    return load_located(locate(folder), family=family, dtype=dtype, device=device, tokenizer=tokenizer)

@@ -1,10 +1,17 @@
-"""What a folder of safetensors holds, read from headers alone.
+"""What a set of safetensors files holds, read from headers alone.
 
 :class:`TensorIndex` maps every tensor name to its file, shape and dtype
-without reading any tensor data. With a ``model.safetensors.index.json`` the
-index is the source of truth: only the files it names are opened, and every
-name it lists must be in the file it points to. Tensors are then read lazily,
-one at a time, from memory-mapped files (``safe_open``).
+without reading any tensor data; each header is checked against its file's
+size, so a truncated file is reported before anything is read. With a
+``model.safetensors.index.json`` the index is the source of truth: only the
+files it names are opened, and every name it lists must be in the file it
+points to (files it does not name are ignored).
+
+Tensors are then read one at a time (``safe_open(...).get_tensor``). By default
+they are read with ``pread`` into the process's own memory, so the loaded model
+never depends on the file afterwards (a training run may overwrite it) and a
+transposed or cast tensor costs one transient copy, not a second copy of the
+file; ``backend="mmap"`` maps the files instead (zero-copy, file-backed).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,8 +30,9 @@ from ..errors import CheckpointError, CheckpointNotFoundError
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+MAX_HEADER = 100 * 2**20  # the safetensors format's own limit
 
-_DTYPES = {
+DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
     "F32": torch.float32,
     "F16": torch.float16,
@@ -34,9 +43,10 @@ _DTYPES = {
     "I8": torch.int8,
     "U8": torch.uint8,
     "BOOL": torch.bool,
-    "F8_E4M3": getattr(torch, "float8_e4m3fn", torch.uint8),
-    "F8_E5M2": getattr(torch, "float8_e5m2", torch.uint8),
 }
+for _name, _attr in (("F8_E4M3", "float8_e4m3fn"), ("F8_E5M2", "float8_e5m2")):
+    if hasattr(torch, _attr):
+        DTYPES[_name] = getattr(torch, _attr)
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,20 @@ class TensorInfo:
     nbytes: int
 
 
-def _read_header(path: Path) -> tuple[dict, dict]:
-    """Parse one safetensors header; check it is consistent with the file size."""
+@dataclass(frozen=True)
+class FileHeader:
+    """One file's header: its tensors, metadata, and the sizes that must agree."""
+
+    path: Path
+    tensors: dict[str, dict[str, Any]]
+    metadata: dict[str, str]
+    header_bytes: int
+    data_bytes: int  # what the header says follows it
+    file_bytes: int
+
+
+def read_header(path: Path) -> FileHeader:
+    """Parse one safetensors header and check it against the file size (no tensor data is read)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
@@ -59,55 +81,74 @@ def _read_header(path: Path) -> tuple[dict, dict]:
                     "8-byte header length. The file is truncated or empty; download or save it again."
                 )
             n = int.from_bytes(head, "little")
-            if n <= 0 or n > min(size - 8, 100 * 2**20):
+            if n <= 0 or n > min(size - 8, MAX_HEADER):
                 raise CheckpointError(
                     f"{str(path)!r} has a corrupted safetensors header: it claims a {n}-byte header in a "
                     f"{size}-byte file. Download or save the file again."
                 )
             raw = f.read(n)
         header = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        if not isinstance(header, dict):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        why = f"not valid JSON: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else "not a JSON object"
         raise CheckpointError(
-            f"{str(path)!r} has a corrupted safetensors header (not valid JSON: {exc.msg}). "
-            "Download or save the file again."
+            f"{str(path)!r} has a corrupted safetensors header ({why}). Download or save the file again."
         ) from None
     meta = header.pop("__metadata__", None) or {}
     end = 0
     for name, info in header.items():
         try:
-            start, stop = info["data_offsets"]
-            info["dtype"], info["shape"]
+            start, stop = (int(x) for x in info["data_offsets"])
+            shape = [int(d) for d in info["shape"]]
+            dtype = info["dtype"]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(
-                f"{str(path)!r}: the header entry for tensor {name!r} is malformed ({info!r})."
+                f"{str(path)!r}: the header entry for tensor {name!r} is malformed ({info!r}). "
+                "Download or save the file again."
             ) from None
+        if dtype not in DTYPES:
+            raise CheckpointError(
+                f"{str(path)!r}: tensor {name!r} has dtype {dtype!r}, which this torch cannot hold. "
+                f"Supported: {', '.join(DTYPES)}."
+            )
+        numel = 1
+        for d in shape:
+            numel *= d
+        want = numel * torch.empty((), dtype=DTYPES[dtype]).element_size()
+        if stop - start != want or start < 0:
+            raise CheckpointError(
+                f"{str(path)!r}: tensor {name!r} spans bytes {start}..{stop} but a {dtype} tensor of shape "
+                f"{tuple(shape)} needs {want} bytes; the header is corrupted. Download or save it again."
+            )
         end = max(end, stop)
     if 8 + n + end > size:
         raise CheckpointError(
-            f"{str(path)!r} is truncated: its header describes {8 + n + end} bytes of data but the file "
-            f"has {size}. Download or save it again (an interrupted copy leaves files like this)."
+            f"{str(path)!r} is truncated: its header describes {8 + n + end} bytes but the file has "
+            f"{size}. Download or save it again (an interrupted copy leaves files like this)."
         )
-    return header, meta
+    return FileHeader(path, header, dict(meta), n, end, size)
 
 
 class TensorIndex:
     """Names -> (file, shape, dtype) for a set of safetensors files; lazy tensor reads."""
 
-    def __init__(self, files: list[Path], names_from_index: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, files: list[Path], names_from_index: dict[str, str] | None = None, backend: str = "pread"
+    ) -> None:
         self.files = files
+        self.backend = backend
+        self.private = backend == "pread"  # tensors from get() are ours to keep (not file-backed)
+        self.headers: dict[Path, FileHeader] = {}
         self.tensors: dict[str, TensorInfo] = {}
-        self.metadata: dict[str, dict[str, str]] = {}
         for file in files:
-            header, meta = _read_header(file)
-            self.metadata[str(file)] = meta
-            for name, info in header.items():
+            head = read_header(file)
+            self.headers[file] = head
+            for name, info in head.tensors.items():
                 if names_from_index is not None and names_from_index.get(name) != file.name:
                     continue  # the index is the source of truth
-                dtype = _DTYPES.get(info["dtype"])
-                if dtype is None:
-                    raise CheckpointError(f"{str(file)!r}: tensor {name!r} has unsupported dtype {info['dtype']!r}.")
                 start, stop = info["data_offsets"]
-                self.tensors[name] = TensorInfo(file, tuple(info["shape"]), dtype, stop - start)
+                self.tensors[name] = TensorInfo(file, tuple(info["shape"]), DTYPES[info["dtype"]], stop - start)
         if names_from_index is not None:
             lost = sorted(n for n in names_from_index if n not in self.tensors)
             if lost:
@@ -117,7 +158,7 @@ class TensorIndex:
                     "A shard is missing or from another checkpoint; download the checkpoint again."
                 )
         self._stack: ExitStack | None = None
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, Any] = {}
 
     @property
     def names(self) -> list[str]:
@@ -136,8 +177,8 @@ class TensorIndex:
 
     def combined_metadata(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for meta in self.metadata.values():
-            out.update(meta)
+        for head in self.headers.values():
+            out.update(head.metadata)
         return out
 
     # ---- lazy reads -----------------------------------------------------------
@@ -146,7 +187,12 @@ class TensorIndex:
 
         self._stack = ExitStack()
         for file in self.files:
-            self._handles[file] = self._stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+            try:
+                handle = safe_open(str(file), framework="pt", device="cpu", backend=self.backend)
+            except TypeError:  # safetensors < 0.7 has no backend argument (always mmap)
+                handle = safe_open(str(file), framework="pt", device="cpu")
+                self.private = False
+            self._handles[file] = self._stack.enter_context(handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -157,26 +203,32 @@ class TensorIndex:
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor (the index must be open: ``with index: ...``)."""
         info = self.tensors[name]
-        return self._handles[info.file].get_tensor(name)  # type: ignore[attr-defined]
+        return self._handles[info.file].get_tensor(name)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)
 
 
-def index_for_folder(folder: Path) -> TensorIndex:
-    """The TensorIndex of a checkpoint folder: index.json if present, else model.safetensors, else all *.safetensors."""
+def read_index_json(idx: Path) -> dict[str, str]:
+    """The ``weight_map`` of a ``model.safetensors.index.json`` (tensor name -> shard file name)."""
+    try:
+        data = json.loads(idx.read_text())
+        weight_map = data["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise CheckpointError(
+            f"{str(idx)!r} is malformed: expected JSON with a 'weight_map' object of "
+            "tensor name -> shard file. Download or save the checkpoint again."
+        ) from None
+    return weight_map
+
+
+def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The safetensors files of a folder (and the index's weight map, when there is one)."""
     idx = folder / INDEX_NAME
     if idx.is_file():
-        try:
-            data = json.loads(idx.read_text())
-            weight_map = data["weight_map"]
-            if not isinstance(weight_map, dict):
-                raise TypeError
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise CheckpointError(
-                f"{str(idx)!r} is malformed: expected JSON with a 'weight_map' object of "
-                "tensor name -> shard file. Download or save the checkpoint again."
-            ) from None
+        weight_map = read_index_json(idx)
         shard_names = sorted(set(weight_map.values()))
         missing = [s for s in shard_names if not (folder / s).is_file()]
         if missing:
@@ -184,14 +236,19 @@ def index_for_folder(folder: Path) -> TensorIndex:
                 f"{str(idx)!r} names shard(s) missing from the folder: {', '.join(missing)}. "
                 "Download the missing shards (or the whole checkpoint) again."
             )
-        return TensorIndex([folder / s for s in shard_names], weight_map)
+        return [folder / s for s in shard_names], weight_map
     single = folder / SINGLE_NAME
     if single.is_file():
-        return TensorIndex([single])
-    files = sorted(folder.glob("*.safetensors"))
-    if files:
-        return TensorIndex(files)
-    raise CheckpointNotFoundError(
-        f"No safetensors weights in {str(folder)!r} (looked for {INDEX_NAME}, {SINGLE_NAME}, *.safetensors). "
-        "Point at a checkpoint folder, a .safetensors file or a .pth state_dict."
-    )
+        return [single], None
+    return sorted(folder.glob("*.safetensors")), None
+
+
+def index_for_folder(folder: Path, backend: str = "pread") -> TensorIndex:
+    """The TensorIndex of a folder: index.json if present, else model.safetensors, else all *.safetensors."""
+    files, weight_map = weight_files(folder)
+    if not files:
+        raise CheckpointNotFoundError(
+            f"No safetensors weights in {str(folder)!r} (looked for {INDEX_NAME}, {SINGLE_NAME}, "
+            "*.safetensors). Point at a checkpoint folder, a .safetensors or .pth file, or a hub id."
+        )
+    return TensorIndex(files, weight_map, backend=backend)

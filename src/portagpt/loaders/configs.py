@@ -1,0 +1,333 @@
+"""Which family and which config a checkpoint is, decided before any weight is read.
+
+The config comes from, in order: an explicit ``config`` (a config.json path, a
+dict in config.json form, or a family config object); ``config.json`` next to
+the weights; the ``"config"`` of a ``portagpt.json`` sidecar; else a preset of
+the family, adjusted to the checkpoint (see :func:`fit_preset`).
+
+The family comes from, in order: ``family=``/``--family``; the sidecar's
+``"family"``; the safetensors metadata portagpt writes; config.json's
+``model_type`` through the registry; else (no config at all) the one family
+whose tensor names the checkpoint uses (:func:`detect_family`).
+
+A bare ``.pth`` has no config: with ``--family F --preset P`` the preset is the
+starting point, with ``--family F`` alone every preset of F is tried. The
+chosen preset is then adjusted, one config field at a time, while that reduces
+the number of missing/unexpected/mismatched tensors: a boolean field is
+flipped (e.g. bias on/off, tied head), an integer field whose value is a
+mismatched dimension takes the checkpoint's value (e.g. the context length
+from the position table, the layer count). What shapes cannot tell (the number
+of attention heads) comes from the preset; the CLI prints the result. When no
+adjusted preset matches exactly, the strict check's report says why and that a
+config.json is needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..adapters.family import Family
+from ..errors import ConfigError, UnknownFamilyError
+from .checks import Report
+
+SIDECAR = "portagpt.json"
+FAMILY_KEY = "portagpt_family"
+_INDEX = re.compile(r"\.\d+(?=\.|$)")
+
+
+@dataclass
+class ConfigChoice:
+    """The family and config a checkpoint is loaded with, and where they came from."""
+
+    family: Family
+    config: Any
+    source: str  # "config.json", "portagpt.json", "--config PATH", "preset NAME", ...
+    changes: list[str] = field(default_factory=list)  # fields adjusted from the preset
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``, with one-paragraph errors."""
+    if not path.is_file():
+        raise ConfigError(
+            f"No {what} at {str(path)!r}. A checkpoint folder needs config.json next to its weights "
+            "(save_pretrained writes it); pass --family F (and --preset P) to build the config from "
+            "a preset instead."
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}). "
+            "Fix or re-save the file."
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{str(path)!r} is not a text JSON file. Fix or re-save it.") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{str(path)!r} must hold a JSON object, found {type(data).__name__}.")
+    return data
+
+
+def family_from_hf(
+    hf_config: Mapping[str, Any], family: str | Family | None, where: str
+) -> Family:
+    """``family`` if given (checked against model_type), else config.json's model_type."""
+    from ..registry import get_family, get_registry
+
+    if isinstance(family, Family):
+        return family
+    mt = hf_config.get("model_type")
+    if family:
+        fam = get_family(family)
+        if mt and mt not in fam.hf_model_types:
+            owner = get_registry().model_types.get(mt)
+            raise ConfigError(
+                f"{where} is a {mt!r} config (model_type), but --family {family} serves "
+                f"{', '.join(fam.hf_model_types)}."
+                + (f" Use --family {owner}, or leave --family out." if owner else " Leave --family out.")
+            )
+        return fam
+    if not mt:
+        raise ConfigError(
+            f"{where} has no 'model_type' key, so the family cannot be detected; add it, or pass "
+            "--family NAME."
+        )
+    return get_registry().for_model_type(str(mt))
+
+
+def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any:
+    """The family's config from a config.json dict, with a one-paragraph error when it does not fit."""
+    try:
+        return fam.config_from_hf(hf_config)
+    except ConfigError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(
+            f"{where} cannot be read as a {fam.name} config: {type(exc).__name__}: {exc}. Check that "
+            f"it belongs to a {fam.name} checkpoint."
+        ) from None
+
+
+def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
+    """Rebuild a dataclass config from ``config_to_dict`` output (nested dataclasses included)."""
+    if not dataclasses.is_dataclass(cls):
+        return cls(**data)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: no nesting
+        hints = {}
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data or not f.init:
+            continue
+        value = data[f.name]
+        hint = hints.get(f.name)
+        options = typing.get_args(hint) or ((hint,) if hint is not None else ())
+        inner = next((t for t in options if isinstance(t, type) and dataclasses.is_dataclass(t)), None)
+        if inner is not None and isinstance(value, Mapping):
+            value = config_from_dict(inner, value)
+        elif isinstance(value, list) and isinstance(f.default, tuple):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> Any:
+    data = sidecar.get("config")
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{where} has no config.json and its {SIDECAR} has no 'config' object; the checkpoint "
+            "cannot be rebuilt. Pass --config config.json, or --family with --preset."
+        )
+    try:
+        return config_from_dict(type(fam.smoke_config), data)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(
+            f"The 'config' in {where}'s {SIDECAR} does not fit a {fam.name} config: {exc}. Fix the "
+            "file or pass --config config.json."
+        ) from None
+
+
+def name_patterns(names: typing.Iterable[str]) -> set[str]:
+    """Names with their layer/expert indices replaced by ``{}``."""
+    return {_INDEX.sub(".{}", n) for n in names}
+
+
+def detect_family(names: list[str], where: str) -> Family:
+    """The one registered family whose native or Hugging Face names cover these names."""
+    from ..registry import get_registry
+    from .pipeline import empty_init, strip_prefixes
+
+    canon = list(strip_prefixes(names).values())
+    pats = name_patterns(canon)
+    scores: dict[str, float] = {}
+    for fam in get_registry().families.values():
+        try:
+            with empty_init():
+                model = fam.build_model(fam.smoke_config)
+            native = name_patterns(model.state_dict())
+            wmap = fam.weight_map(fam.smoke_config)
+        except Exception:  # a broken plugin must not stop detection for the others
+            continue
+        plan = wmap.plan_to_native(canon)
+        dropped = name_patterns(n for s in plan.steps if not s.native for n in s.hf)
+        native_hit = len([p for p in pats if p in native or p in dropped]) / len(pats)
+        hf_hit = 1 - len(plan.unmatched) / len(canon)
+        scores[fam.name] = max(native_hit, hf_hit)
+    fits = sorted(n for n, s in scores.items() if s >= 0.95)
+    if len(fits) == 1:
+        return get_registry().get(fits[0])
+    sample = ", ".join(sorted(canon)[:4])
+    if not fits:
+        raise UnknownFamilyError(
+            f"{where} has no config.json and no registered family recognises its tensor names "
+            f"(e.g. {sample}). Put the matching config.json next to it, or pass --config "
+            "config.json, or --family NAME with --preset."
+        )
+    raise ConfigError(
+        f"{where} has no config.json and its tensor names fit several families ({', '.join(fits)}). "
+        "Pass --family NAME (with --preset, or --config config.json)."
+    )
+
+
+# ---- presets adjusted to the checkpoint ------------------------------------------
+Evaluate = Callable[[Any], Report]
+
+
+def score(rep: Report) -> int:
+    return rep.problems + len(rep.ignored)
+
+
+def _candidates(cfg: Any, rep: Report) -> list[tuple[str, Any]]:
+    """Configs one field away from ``cfg`` that the report suggests."""
+    if not dataclasses.is_dataclass(cfg):
+        return []
+    pairs = {(a, b) for _, e, f in rep.mismatched for a, b in zip(e, f) if a != b}
+    out: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        news: list[Any] = []
+        if isinstance(value, bool):
+            news = [not value]
+        elif isinstance(value, int):
+            news = [b for a, b in pairs if a == value]
+            have, want = rep.layers
+            if have is not None and have != want and value == want:
+                news.append(have)
+        for new in dict.fromkeys(news):
+            try:
+                out.append((f"{f.name}={new!r}", dataclasses.replace(cfg, **{f.name: new})))
+            except (ValueError, TypeError):  # the config rejects it (e.g. heads no longer divide)
+                continue
+    return out
+
+
+def fit_preset(
+    fam: Family, evaluate: Evaluate, preset: str | None = None, max_steps: int = 8
+) -> tuple[str, Any, list[str], Report]:
+    """The preset (adjusted field by field) that best fits the checkpoint; see the module docstring."""
+    starts = [preset] if preset else list(fam.presets)
+    if not starts:
+        raise ConfigError(f"Family {fam.name!r} has no presets; pass --config config.json.")
+    tried: list[tuple[int, int, str, Any, Report]] = []
+    for i, name in enumerate(starts):
+        cfg = fam.preset(name)
+        rep = evaluate(cfg)
+        tried.append((score(rep), i, name, cfg, rep))
+    best_score, _, name, cfg, rep = min(tried, key=lambda t: (t[0], t[1]))
+    changes: list[str] = []
+    for _ in range(max_steps):
+        if best_score == 0:
+            break
+        options = []
+        for change, cand in _candidates(cfg, rep):
+            try:
+                r = evaluate(cand)
+            except (ConfigError, ValueError, TypeError, RuntimeError):
+                continue
+            options.append((score(r), change, cand, r))
+        if not options:
+            break
+        s, change, cand, r = min(options, key=lambda t: t[0])
+        if s >= best_score:
+            break
+        best_score, cfg, rep = s, cand, r
+        changes.append(change)
+    return name, cfg, changes, rep
+
+
+# ---- the decision ------------------------------------------------------------------------
+def _family_arg(family: str | Family | None, sidecar: Mapping[str, Any] | None, meta: Mapping[str, str]) -> str | Family | None:
+    if family:
+        return family
+    if sidecar and isinstance(sidecar.get("family"), str):
+        return sidecar["family"]
+    return meta.get(FAMILY_KEY) or None
+
+
+def family_of_config(config: Any, family: str | Family | None) -> Family:
+    from ..registry import get_family, get_registry
+
+    if isinstance(family, Family):
+        return family
+    if family:
+        return get_family(family)
+    for fam in get_registry().families.values():
+        if type(fam.smoke_config) is type(config):
+            return fam
+    raise ConfigError(
+        f"No registered family uses config type {type(config).__name__}; pass family=NAME."
+    )
+
+
+def choose(
+    loc: Any,
+    source: Any,
+    *,
+    family: str | Family | None = None,
+    preset: str | None = None,
+    config: Any = None,
+    sidecar: Mapping[str, Any] | None = None,
+) -> ConfigChoice:
+    """The family and config for ``source`` (see the module docstring for the order)."""
+    from ..registry import get_family
+    from .pipeline import prepare
+
+    where = loc.where
+    fam_arg = _family_arg(family, sidecar, source.combined_metadata())
+    if config is not None:
+        if isinstance(config, (str, Path)):
+            hf = read_json(Path(config), "config.json")
+            fam = family_from_hf(hf, fam_arg, repr(str(config)))
+            return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config))), f"--config {config}")
+        if isinstance(config, Mapping):
+            fam = family_from_hf(config, fam_arg, "the config dict")
+            return ConfigChoice(fam, config_from_hf(fam, config, "the config dict"), "config dict")
+        return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
+    config_json = loc.folder / "config.json"
+    if preset is None and config_json.is_file():
+        hf = read_json(config_json, "config.json")
+        fam = family_from_hf(hf, fam_arg, repr(str(config_json)))
+        return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config_json))), "config.json")
+    if preset is None and sidecar is not None:
+        if not fam_arg:
+            raise ConfigError(f"{loc.folder / SIDECAR} names no 'family'; pass --family NAME.")
+        fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
+        return ConfigChoice(fam, config_from_sidecar(fam, sidecar, where), SIDECAR)
+    if fam_arg:
+        fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
+    else:
+        fam = detect_family(source.names, where)
+    name, cfg, changes, _ = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
+    label = f"preset {name}" + (f" adjusted to the weights ({', '.join(changes)})" if changes else "")
+    return ConfigChoice(fam, cfg, label, changes)

@@ -1,0 +1,305 @@
+"""Writing checkpoints: portagpt-native and Hugging Face folders, and converting between them.
+
+Both layouts are a folder of safetensors (sharded with
+``huggingface_hub.split_torch_state_dict_into_shards`` past ``max_shard_size``,
+with a ``model.safetensors.index.json``) plus config files:
+
+* ``native``: tensors under the model's own names, ``config.json``
+  (``family.config_to_hf``; left out when the family cannot express the config
+  in transformers' terms) and a ``portagpt.json`` sidecar with the family and
+  the full config;
+* ``hf``: tensors under transformers' names (through the family's weight map,
+  inverted) and ``config.json``, loadable with ``from_pretrained``.
+
+Every file carries ``format``/``portagpt_format``/``portagpt_family``/
+``portagpt_format_version`` in its safetensors metadata, so a converted file
+is never converted into the layout it already has. Output is written to a
+temporary folder next to ``out`` and renamed into place at the end, so an
+error leaves nothing half-written. Tokenizer files are copied along.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..adapters.family import Family, config_to_dict
+from ..adapters.weights import WeightMap
+from ..errors import ConfigError, UsageError
+from .configs import SIDECAR, family_of_config
+from .pipeline import (
+    FAMILY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION,
+    FORMAT_VERSION_KEY,
+    Prepared,
+    Source,
+    _own,
+    check_source,
+    mapped_tensors,
+    parse_dtype,
+    prepare,
+)
+from .safetensors_index import INDEX_NAME
+from .state_dict import StateDictSource
+
+LAYOUTS = ("native", "hf")
+DEFAULT_SHARD_SIZE = "5GB"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
+
+
+@contextmanager
+def atomic_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed to ``out`` only if the block succeeds."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(
+            f"{str(out)!r} already exists and is not an empty folder; choose another --out or remove it."
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_weights(
+    folder: Path,
+    metas: Mapping[str, torch.Tensor],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    metadata: dict[str, str],
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+) -> list[str]:
+    """Write ``tensors`` (whose names and shapes ``metas`` announces) as one or more shards.
+
+    Shards are planned from the meta tensors, then each file is written as soon
+    as all of its tensors have arrived, so at most about a shard is in memory.
+    """
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save_file
+
+    split = split_torch_state_dict_into_shards(dict(metas), max_shard_size=max_shard_size)
+    pending = {f: set(names) for f, names in split.filename_to_tensors.items()}
+    buffers: dict[str, dict[str, torch.Tensor]] = {f: {} for f in pending}
+    for name, t in tensors:
+        f = split.tensor_to_filename[name]
+        buffers[f][name] = t
+        pending[f].discard(name)
+        if not pending[f]:
+            save_file(buffers.pop(f), str(folder / f), metadata={"format": "pt", **metadata})
+    if buffers:
+        raise RuntimeError(f"tensors never produced for {', '.join(sorted(buffers))}")  # a bug, not input
+    if split.is_sharded:
+        index = {"metadata": dict(split.metadata), "weight_map": dict(sorted(split.tensor_to_filename.items()))}
+        (folder / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+    return sorted(split.filename_to_tensors)
+
+
+def copy_tokenizer_files(src: Path | None, dst: Path) -> list[str]:
+    if src is None:
+        return []
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+            copied.append(name)
+    return copied
+
+
+def hf_plan(family: Family, cfg: Any, native_names: list[str]) -> tuple[WeightMap, Any]:
+    """The inverted weight map's plan for these native names; every name must be covered."""
+    wmap = family.weight_map(cfg)
+    plan = wmap.plan_to_hf(native_names)
+    if plan.unmatched or plan.incomplete:
+        lost = sorted(plan.unmatched) + sorted(n for n, _ in plan.incomplete)
+        raise ConfigError(
+            f"The {family.name} weight map has no Hugging Face name for {len(lost)} tensor(s): "
+            f"{', '.join(lost[:8])}. This model cannot be exported to transformers' layout; save it "
+            "in the native layout instead."
+        )
+    return wmap, plan
+
+
+def hf_tensors(
+    prep: Prepared, source: Source, dtype: torch.dtype | None = None
+) -> tuple[dict[str, torch.Tensor], Iterator[tuple[str, torch.Tensor]]]:
+    """(meta tensors, lazy stream) of the Hugging Face tensors of a native-layout source."""
+    native_metas = {n: prep.produced[n] for n in prep.expected if n in prep.produced}
+    if dtype is not None:
+        native_metas = {n: t.to(dtype) if t.is_floating_point() else t for n, t in native_metas.items()}
+    wmap, plan = hf_plan(prep.family, prep.config, list(native_metas))
+    metas = dict(wmap.run_to_hf(plan, native_metas.__getitem__))
+
+    def stream() -> Iterator[tuple[str, torch.Tensor]]:
+        with source:
+            for step in plan.steps:
+                inputs = [source.get(prep.source_names[n]) for n in step.native]
+                for name, t in zip(step.hf, step.rule.transform.to_hf(inputs)):
+                    yield name, _own(t, inputs, dtype, "cpu", source.private)
+
+    return metas, stream()
+
+
+def _write(
+    out: Path,
+    prep: Prepared,
+    source: Source,
+    to: str,
+    *,
+    dtype: torch.dtype | None = None,
+    tokenizer_from: Path | None = None,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+    sidecar_extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``."""
+    fam, cfg = prep.family, prep.config
+    metadata = {FORMAT_KEY: to, FAMILY_KEY: fam.name, FORMAT_VERSION_KEY: FORMAT_VERSION}
+    if to == "hf":
+        hf_config = fam.config_to_hf(cfg)  # raises a ConfigError when transformers cannot express it
+        metas, stream = hf_tensors(prep, source, dtype)
+    else:
+        try:
+            hf_config = fam.config_to_hf(cfg)
+        except ConfigError:
+            hf_config = None  # the sidecar's config is then the only one
+        metas = {n: prep.produced[n] for n in prep.expected if n in prep.produced}
+        if dtype is not None:
+            metas = {n: t.to(dtype) if t.is_floating_point() else t for n, t in metas.items()}
+        stream = mapped_tensors(prep, source, dtype)
+    with atomic_folder(out) as tmp:
+        files = write_weights(tmp, metas, stream, metadata, max_shard_size)
+        if hf_config is not None:
+            written = dict(hf_config)
+            if dtype is not None or metas:
+                floats = [t.dtype for t in metas.values() if t.is_floating_point()]
+                if floats:
+                    written.setdefault("dtype", str(max(set(floats), key=floats.count)).removeprefix("torch."))
+            (tmp / "config.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+        if to == "native":
+            sidecar = {
+                "family": fam.name,
+                "format_version": int(FORMAT_VERSION),
+                "config": config_to_dict(cfg),
+                **dict(sidecar_extra or {}),
+            }
+            (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
+        copied = copy_tokenizer_files(tokenizer_from, tmp)
+    return {
+        "out": str(out),
+        "layout": to,
+        "family": fam.name,
+        "files": files,
+        "tensors": len(metas),
+        "bytes": sum(t.numel() * t.element_size() for t in metas.values()),
+        "tokenizer_files": copied,
+        "config_json": hf_config is not None,
+    }
+
+
+def _model_source(model: nn.Module, family: str | Family | None) -> tuple[Prepared, StateDictSource]:
+    fam = family_of_config(model.config, family)
+    source = StateDictSource(model.state_dict(), private=False)
+    prep = prepare(source, fam, model.config, layout="native")
+    prep.report.raise_if_bad(f"the {type(model).__name__} to export")
+    return prep, source
+
+
+def save_native(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    family: str | Family | None = None,
+    tokenizer_from: str | Path | None = None,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+    sidecar_extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a portagpt model as a native checkpoint folder (loadable with ``portagpt.load``)."""
+    prep, source = _model_source(model, family)
+    src = Path(tokenizer_from) if tokenizer_from else None
+    return _write(Path(out), prep, source, "native", tokenizer_from=src, max_shard_size=max_shard_size, sidecar_extra=sidecar_extra)
+
+
+def save_hf(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    family: str | Family | None = None,
+    tokenizer_from: str | Path | None = None,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+) -> dict[str, Any]:
+    """Write a portagpt model as a transformers folder (config.json + safetensors)."""
+    prep, source = _model_source(model, family)
+    src = Path(tokenizer_from) if tokenizer_from else None
+    return _write(Path(out), prep, source, "hf", tokenizer_from=src, max_shard_size=max_shard_size)
+
+
+def convert(
+    path: str | Path,
+    to: str,
+    out: str | Path,
+    *,
+    family: str | Family | None = None,
+    preset: str | None = None,
+    config: Any = None,
+    dtype: str | torch.dtype | None = None,
+    max_shard_size: int | str = DEFAULT_SHARD_SIZE,
+) -> dict[str, Any]:
+    """Convert the checkpoint at ``path`` to layout ``to`` (``native`` or ``hf``) in the new folder ``out``."""
+    from .sources import locate
+
+    if to not in LAYOUTS:
+        raise UsageError(f"Unknown layout {to!r}; use --to native or --to hf.")
+    loc = locate(path)
+    source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
+    if prep.layout == to:
+        why = (
+            f"its safetensors metadata says {FORMAT_KEY}={to}"
+            if source.combined_metadata().get(FORMAT_KEY) == to
+            else "its tensor names are already that layout's"
+        )
+        raise UsageError(
+            f"{loc.where} is already a {to} checkpoint ({why}); converting it --to {to} would only "
+            f"copy it. Use --to {'hf' if to == 'native' else 'native'}, or load it as it is."
+        )
+    out = Path(out)
+    if out.resolve() == Path(loc.folder).resolve():
+        raise UsageError(f"--out {str(out)!r} is the checkpoint's own folder; choose a new folder.")
+    result = _write(
+        out,
+        prep,
+        source,
+        to,
+        dtype=parse_dtype(dtype),
+        tokenizer_from=loc.folder,
+        max_shard_size=max_shard_size,
+        sidecar_extra={"converted_from": str(loc.path)},
+    )
+    if isinstance(source, StateDictSource):
+        source.close()
+    result.update(source_layout=prep.layout, config_source=choice.source, source=str(loc.path))
+    return result

@@ -1,0 +1,125 @@
+"""What the user pointed at: a folder, a weights file, or a hub id, resolved to files on disk.
+
+* a folder: its ``model.safetensors.index.json`` (the source of truth for a
+  sharded checkpoint), else ``model.safetensors``, else its ``*.safetensors``,
+  else its one PyTorch file (``*.pth``, ``*.pt``, ``pytorch_model.bin``);
+* a ``.safetensors`` file, or a ``*.safetensors.index.json`` (config.json and
+  tokenizer files are looked for next to it);
+* a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (a pickled state dict);
+* a hub id: the snapshot folder huggingface_hub resolves it to (see ``hub.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CheckpointError, CheckpointNotFoundError, UsageError
+from .safetensors_index import TensorIndex, read_index_json, weight_files
+from .state_dict import PTH_SUFFIXES, StateDictSource
+
+PREFERRED_PTH = ("model.pth", "pytorch_model.bin", "model.pt")
+
+
+@dataclass
+class Located:
+    """Weight files and the folder that holds config.json / tokenizer files."""
+
+    kind: str  # "safetensors" or "state_dict"
+    path: Path  # what was asked for (a folder or a file)
+    folder: Path  # where config.json, portagpt.json and tokenizer files are looked for
+    files: list[Path]
+    weight_map: dict[str, str] | None = None
+    repo_id: str | None = None
+
+    def open(self, backend: str = "pread") -> TensorIndex | StateDictSource:
+        """Headers (safetensors) or a memory-mapped unpickle (.pth): names, shapes, dtypes."""
+        if self.kind == "safetensors":
+            return TensorIndex(self.files, self.weight_map, backend=backend)
+        return StateDictSource.from_file(self.files[0])
+
+    @property
+    def where(self) -> str:
+        return repr(self.repo_id) if self.repo_id else repr(str(self.path))
+
+
+def _missing(path: Path) -> CheckpointNotFoundError:
+    from .hub import looks_like_repo_id
+
+    hint = (
+        f" If {str(path)!r} is a Hugging Face hub id, pass it with --repo-id (repo_id= in Python)."
+        if looks_like_repo_id(str(path))
+        else ""
+    )
+    return CheckpointNotFoundError(
+        f"{str(path)!r} does not exist. Pass a checkpoint folder, a .safetensors or .pth file, or a "
+        f"hub id with --repo-id.{hint}"
+    )
+
+
+def _folder(path: Path) -> Located:
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        raise CheckpointNotFoundError(
+            f"{str(path)!r} is an empty folder: no config.json and no weights. Point at the folder "
+            "that save_pretrained (or portagpt train/convert) wrote."
+        )
+    files, weight_map = weight_files(path)
+    if files:
+        return Located("safetensors", path, path, files, weight_map)
+    pths = [path / n for n in entries if Path(n).suffix in PTH_SUFFIXES]
+    if len(pths) > 1:
+        pths = [p for p in pths if p.name in PREFERRED_PTH][:1] or pths
+    if len(pths) == 1:
+        return Located("state_dict", path, path, pths)
+    if pths:
+        raise CheckpointError(
+            f"{str(path)!r} holds several PyTorch files ({', '.join(p.name for p in pths)}) and no "
+            "safetensors; pass the one to load."
+        )
+    shown = ", ".join(entries[:8]) + (" ..." if len(entries) > 8 else "")
+    raise CheckpointNotFoundError(
+        f"No weights in {str(path)!r} (it holds {shown}): expected model.safetensors, a sharded "
+        "model.safetensors.index.json with its shards, or a .pth/.bin state dict."
+    )
+
+
+def locate(path: str | Path) -> Located:
+    """Resolve a local path to its weight files (nothing is read beyond directory listings)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise _missing(path)
+    if path.is_dir():
+        return _folder(path)
+    name = path.name
+    if name.endswith(".index.json"):
+        weight_map = read_index_json(path)
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (path.parent / s).is_file()]
+        if missing:
+            raise CheckpointNotFoundError(
+                f"{str(path)!r} names shard(s) missing from its folder: {', '.join(missing)}. "
+                "Download the missing shards (or the whole checkpoint) again."
+            )
+        return Located("safetensors", path, path.parent, [path.parent / s for s in shards], weight_map)
+    if path.suffix == ".safetensors":
+        return Located("safetensors", path, path.parent, [path])
+    if path.suffix in PTH_SUFFIXES:
+        return Located("state_dict", path, path.parent, [path])
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(b"PK"):  # torch.save's zip container under another suffix
+        return Located("state_dict", path, path.parent, [path])
+    raise UsageError(
+        f"{str(path)!r} is neither a folder nor a weights file portagpt knows (.safetensors, "
+        f"{', '.join(PTH_SUFFIXES)}, *.safetensors.index.json)."
+    )
+
+
+def locate_repo(repo_id: str, revision: str | None = None) -> Located:
+    from .hub import resolve
+
+    folder = resolve(repo_id, revision)
+    loc = _folder(folder)
+    loc.repo_id = repo_id
+    return loc
