@@ -129,7 +129,7 @@ class Gemma3Model(nn.Module):
         m = self.model
         x = m.embed_tokens(input_ids)  # (B, T, d)
         # transformers multiplies by sqrt(d) cast to the weight dtype (55.4256 -> 55.5 in bf16)
-        x = x * torch.tensor(self.embed_scale, dtype=x.dtype, device=x.device)
+        x = x * torch.tensor(self.embed_scale, device=x.device).to(x.dtype)  # fp32, then x's dtype
         local = m.rotary_local(ctx.positions, x.dtype)  # (cos, sin), each (B, T, hd)
         glob = m.rotary_global(ctx.positions, x.dtype)
         for i, layer in enumerate(m.layers):

@@ -103,7 +103,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> Olmo3Config:
     eos = d.get("eos_token_id", 100_257)
     try:
         n_layers = d["num_hidden_layers"]
-        types = d.get("layer_types")
+        types = d.get("layer_types") or [SLIDING if (i + 1) % 4 else FULL for i in range(n_layers)]
         return Olmo3Config(
             vocab_size=d["vocab_size"],
             hidden_size=d["hidden_size"],
@@ -117,7 +117,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> Olmo3Config:
             hidden_act=d.get("hidden_act", "silu"),
             attention_bias=bool(d.get("attention_bias", False)),
             sliding_window=d.get("sliding_window") or 4096,
-            layer_types=tuple(types) if types else (),
+            layer_types=tuple(types),
             rope_sliding=_rope(d, SLIDING),
             rope_full=_rope(d, FULL),
             tie_word_embeddings=d.get("tie_word_embeddings", False),
@@ -216,6 +216,7 @@ SMOKE_CONFIG = Olmo3Config(
     num_key_value_heads=2,
     max_position_embeddings=64,
     sliding_window=4,
+    layer_types=(SLIDING, SLIDING, SLIDING, FULL),
     eos_token_id=None,
     pad_token_id=None,
 )
