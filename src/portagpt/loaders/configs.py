@@ -321,8 +321,9 @@ def choose(
         return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config_json))), "config.json")
     if preset is None and sidecar is not None:
         if not fam_arg:
-            raise ConfigError(f"{loc.folder / SIDECAR} names no 'family'; pass --family NAME.")
-        fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
+            fam = detect_family(source.names, where)
+        else:
+            fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
         return ConfigChoice(fam, config_from_sidecar(fam, sidecar, where), SIDECAR)
     if fam_arg:
         fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)

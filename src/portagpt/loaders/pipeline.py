@@ -46,6 +46,7 @@ FORMAT_KEY = "portagpt_format"  # safetensors metadata: "native" or "hf"
 FAMILY_KEY = "portagpt_family"
 FORMAT_VERSION_KEY = "portagpt_format_version"
 FORMAT_VERSION = "1"
+TIED_KEY = "portagpt_tied"  # safetensors metadata of training checkpoints: {alias: stored name}
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
 
@@ -146,8 +147,34 @@ def expected_state(model: nn.Module, family: Family, cfg: Any) -> tuple[dict[str
     return state, tied
 
 
+def stored_once(source: Source, sidecar: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{alias: stored name}`` of tensors a native checkpoint wrote once for several names.
+
+    portagpt's training checkpoints record them in the safetensors metadata
+    (``portagpt_tied``) and the sidecar (``tied_weights``).
+    """
+    import json
+
+    out: dict[str, str] = {}
+    if sidecar and isinstance(sidecar.get("tied_weights"), Mapping):
+        out.update({str(k): str(v) for k, v in sidecar["tied_weights"].items()})
+    raw = source.combined_metadata().get(TIED_KEY)
+    if raw:
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict):
+            out.update({str(k): str(v) for k, v in data.items()})
+    return out
+
+
 def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family, cfg: Any, meta: Mapping[str, str], sidecar: Any) -> str:
-    """``native`` or ``hf``: portagpt's metadata or sidecar if any, else whichever names fit better."""
+    """``native`` or ``hf``: portagpt's metadata or sidecar if any, else whichever names fit better.
+
+    When both fit equally (families whose module names follow the checkpoint's),
+    the folder is taken for a transformers one.
+    """
     from .configs import name_patterns
 
     if meta.get(FORMAT_KEY) in ("native", "hf"):
@@ -162,7 +189,7 @@ def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family,
     plan = family.weight_map(cfg).plan_to_native(canon)
     claimed = {n for s in plan.steps if s.native for n in s.hf}
     hf_fit = len(name_patterns(claimed)) / len(pats)
-    return "native" if native_fit >= hf_fit else "hf"
+    return "native" if native_fit > hf_fit else "hf"  # a tie: names shaped like the checkpoint
 
 
 def prepare(
@@ -193,6 +220,10 @@ def prepare(
         kept = [c for c in canon if c not in dropped]
         steps = [Step(Rule((c,), (c,), IDENTITY), (c,), (c,)) for c in kept]
         produced = {c: shape_of(c) for c in kept}
+        for alias, stored in stored_once(source, sidecar).items():
+            if alias in expected and alias not in produced and stored in orig:
+                steps.append(Step(Rule((stored,), (alias,), IDENTITY), (stored,), (alias,)))
+                produced[alias] = shape_of(stored)
         rep = compare(expected, produced, optional=tied, tied=tied_pairs)
         same = getattr(source, "same_tensor", None)
         if same is not None:  # a tied copy that is the very same tensor is not "ignored" data
