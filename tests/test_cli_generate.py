@@ -170,3 +170,31 @@ def test_text_stream_keeps_the_space_a_metaspace_decoder_drops_from_a_first_toke
     assert ids == [0, 1, 2]
     assert tok.decode([1, 2]) == "effort moves"  # the lone decode loses the space
     assert _pieces(tok, ids[:1], ids[1:]) == " effort moves"
+
+
+def test_portagpt_training_checkpoint_generates_what_the_in_memory_model_does(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from portagpt.core.checkpoint import save_checkpoint
+    from portagpt.core.generate import generate
+    from portagpt.families.gpt2.model import GPT2Model
+    from portagpt.families.gpt2.plugin import FAMILY
+    from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+
+    # the chapter-5 training layout (no qkv bias): only the portagpt sidecar describes it
+    cfg = replace(
+        FAMILY.presets["tiny"].config, context_length=32, emb_dim=32, n_layers=2, qkv_bias=False
+    )
+    model = GPT2Model(cfg)
+    model.init_weights()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3)
+    save_checkpoint(tmp_path / "ckpt", model, family=FAMILY, model_config=cfg, meta={"step": 1})
+    prompt_ids = gpt2_tokenizer().encode(PROMPT)
+    want = generate(model, prompt_ids, max_new_tokens=10, stop_token_ids=[50256])
+    got = _json(capsys, tmp_path / "ckpt", "--max-new-tokens", "10")
+    assert got["prompt_ids"] == prompt_ids
+    assert got["new_ids"] == want.new_ids[0]
