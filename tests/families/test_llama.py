@@ -293,3 +293,14 @@ def test_folder_tokenizer_json_is_used(tmp_path: Path):
     assert loaded.encode("the lazy fox") == tok.encode("the lazy fox").ids
     with pytest.raises(TokenizerError, match="No tokenizer.json"):
         FAMILY.load_tokenizer(tmp_path / "missing", LlamaConfig())
+
+
+def test_trained_checkpoint_without_tokenizer_json_gets_the_training_tokenizer(tmp_path: Path):
+    """portagpt's trainer tokenises with load_tokenizer(None, cfg) and marks its folders."""
+    from portagpt.loaders.pipeline import SIDECAR
+
+    with pytest.raises(TokenizerError, match="No tokenizer.json"):
+        FAMILY.load_tokenizer(tmp_path, FAMILY.preset("tiny"))  # a foreign folder: vocab unknown
+    (tmp_path / SIDECAR).write_text("{}")
+    tok = FAMILY.load_tokenizer(tmp_path, FAMILY.preset("tiny"))
+    assert tok.vocab_size == 50257 and tok.eos_token_id == 50256

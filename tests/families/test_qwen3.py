@@ -1,4 +1,4 @@
-"""Qwen3 family (dense and MoE): parity with transformers, config spellings, expert layouts, presets.
+"""Qwen3 family (dense and MoE): parity with transformers, config spellings, expert layouts.
 
 Every checkpoint here is written by transformers itself (tiny, perturbed) and
 loaded through ``portagpt.load``; Qwen3ForCausalLM / Qwen3MoeForCausalLM are
@@ -360,3 +360,14 @@ def test_folder_tokenizer_json_is_used(tmp_path: Path):
     loaded = FAMILY.load_tokenizer(tmp_path, Qwen3Config())
     assert loaded.eos_token_id == tok.token_to_id("<|im_end|>")
     assert loaded.encode("the lazy fox") == tok.encode("the lazy fox").ids
+
+
+def test_trained_checkpoint_without_tokenizer_json_gets_the_training_tokenizer(tmp_path: Path):
+    """portagpt's trainer tokenises with load_tokenizer(None, cfg) and marks its folders."""
+    from portagpt.loaders.pipeline import SIDECAR
+
+    with pytest.raises(TokenizerError, match="No tokenizer.json"):
+        FAMILY.load_tokenizer(tmp_path, FAMILY.preset("tiny"))  # a foreign folder: vocab unknown
+    (tmp_path / SIDECAR).write_text("{}")
+    tok = FAMILY.load_tokenizer(tmp_path, FAMILY.preset("tiny"))
+    assert tok.vocab_size == 50257 and tok.eos_token_id == 50256

@@ -23,10 +23,17 @@ def load_tokenizer(folder: Path | None, cfg: Any = None) -> Tokenizer:
     ``folder=None`` means "a model trained from scratch from a preset": the
     GPT-2 tokenizer is returned when the config's vocabulary can hold its ids,
     and a :class:`TokenizerError` is raised otherwise. A folder without a
-    tokenizer.json is an error too (its vocabulary is unknown).
+    tokenizer.json gets the same GPT-2 tokenizer only when portagpt's trainer
+    wrote it (it has the ``portagpt.json`` sidecar; the trainer tokenises with
+    ``load_tokenizer(None, cfg)``); any other such folder is an error, since a
+    real checkpoint's vocabulary is not GPT-2's.
     """
     if folder is not None:
-        return HFTokenizer.from_folder(folder)
+        from ...loaders.pipeline import SIDECAR
+
+        folder = Path(folder)
+        if (folder / "tokenizer.json").is_file() or not (folder / SIDECAR).is_file():
+            return HFTokenizer.from_folder(folder)
     tok = gpt2_tokenizer()
     vocab = getattr(cfg, "vocab_size", None)
     if vocab is not None and vocab < tok.vocab_size:
