@@ -15,8 +15,8 @@
   never draws from the data-order generator and resumed runs stay exact;
 * tokens seen, a greedy sample from a fixed prompt after every epoch, a tqdm
   progress bar, and, with ``out_dir``: ``metrics.jsonl`` (one JSON object per
-  step, evaluation and sample), ``samples.txt``, ``loss.png``/``loss.pdf`` and
-  a checkpoint (``out_dir/checkpoint``) at every epoch end;
+  step, evaluation and sample) and ``samples.txt`` as it goes, a checkpoint
+  (``out_dir/checkpoint``) at every epoch end, ``loss.png``/``loss.pdf`` at the end;
 * seeded and resumable: the checkpoint holds optimizer, scheduler, RNG and
   data-order state, so 2 epochs equal 1 epoch + resume for 1 more, also from
   a mid-epoch checkpoint (``save_every``).
@@ -700,6 +700,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        self.plot()  # once, at the end (or early stop): matplotlib takes ~1 s per figure
         for cb in self.callbacks:
             cb.on_train_end(self, self.history)
         return self.history
@@ -779,7 +780,6 @@ class Trainer:
             self._write_samples()
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch + 1)
-        self.plot()
         self.save_checkpoint()
 
 
