@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int = 2) -> int:
-    text = "\n".join(textwrap.fill(p, width=100) for p in str(message).split("\n"))
+    text = "\n".join(
+        textwrap.fill(p, width=100, break_on_hyphens=False, break_long_words=False)  # paths stay whole
+        for p in str(message).split("\n")
+    )
     print(f"portagpt: error: {text}", file=sys.stderr)
     return code
 
