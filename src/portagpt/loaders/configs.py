@@ -8,9 +8,12 @@ the family, adjusted to the checkpoint (see :func:`fit_preset`).
 The family comes from, in order: ``family=``/``--family``; the sidecar's
 ``"family"``; the safetensors metadata portagpt writes; config.json's
 ``model_type`` through the registry; else (no config at all) the one family
-whose tensor names the checkpoint uses (:func:`detect_family`).
+whose tensor names the checkpoint uses (:func:`detect_family`), for a
+checkpoint whose sidecar names no family.
 
-A bare ``.pth`` has no config: with ``--family F --preset P`` the preset is the
+A bare ``.pth`` (or a folder that lost its config.json) has no config; it is
+never guessed silently: without ``--family`` the error names the family the
+tensor names suggest. With ``--family F --preset P`` the preset is the
 starting point, with ``--family F`` alone every preset of F is tried. The
 chosen preset is then adjusted, one config field at a time, while that reduces
 the number of missing/unexpected/mismatched tensors: a boolean field is
@@ -266,6 +269,24 @@ def fit_preset(
     return name, cfg, changes, rep
 
 
+def no_config_error(loc: Any, source: Any) -> ConfigError:
+    """No config anywhere and no --family: say which family the names suggest, and what to pass."""
+    try:
+        guess = detect_family(source.names, loc.where).name
+    except (ConfigError, UnknownFamilyError):
+        guess = None
+    suggestion = (
+        f"Its tensor names are {guess}'s: pass --family {guess} (with --preset P, or alone to fit "
+        f"{guess}'s presets to the shapes), or --config config.json."
+        if guess
+        else "Pass --config config.json, or --family F with --preset P."
+    )
+    return ConfigError(
+        f"{loc.where} has no config.json beside it (looked in {str(loc.folder)!r}) and no "
+        f"{SIDECAR}, so its configuration is unknown. {suggestion}"
+    )
+
+
 # ---- the decision ------------------------------------------------------------------------
 def _family_arg(family: str | Family | None, sidecar: Mapping[str, Any] | None, meta: Mapping[str, str]) -> str | Family | None:
     if family:
@@ -325,10 +346,9 @@ def choose(
         else:
             fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
         return ConfigChoice(fam, config_from_sidecar(fam, sidecar, where), SIDECAR)
-    if fam_arg:
-        fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-    else:
-        fam = detect_family(source.names, where)
+    if not fam_arg:
+        raise no_config_error(loc, source)
+    fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
     name, cfg, changes, _ = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
     label = f"preset {name}" + (f" adjusted to the weights ({', '.join(changes)})" if changes else "")
     return ConfigChoice(fam, cfg, label, changes)
