@@ -238,7 +238,7 @@ def resolve_family(family: str | Family, registry: Any = None) -> tuple[Family, 
     try:
         fam = reg.get(family)
     except UnknownFamilyError as exc:
-        related = [e for e in reg.errors if repr(family) in e or f" {family} " in e]
+        related = [e for e in reg.errors if repr(family) in e or f" {family} " in e] or reg.errors
         if related:
             raise UnknownFamilyError(
                 f"{exc} Plugin problems that may explain it: " + " | ".join(related)
