@@ -14,11 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch._dynamo  # noqa: F401 - see below
-
-# pytester's inline runs drop the modules first imported inside them from sys.modules, and
-# torch._dynamo (imported lazily by torch.manual_seed) cannot be imported twice: import it now.
-# The inline runs below also avoid the checks that import transformers.
+import torch._dynamo  # noqa: F401 - pytester's inline runs: see the comment below
 
 from portagpt.core.cache import LayerSpec
 from portagpt.families.gpt2.config import config_from_hf as gpt2_config_from_hf
@@ -28,6 +24,9 @@ from portagpt.registry import build_registry
 from portagpt.smoke_tests import CHECK_NAMES, CHECKS
 from portagpt.smoke_tests.runner import long_config, run_smoke
 
+# pytester's inline runs drop the modules first imported inside them from sys.modules, and
+# torch._dynamo (imported lazily by torch.manual_seed) cannot be imported twice: it is imported
+# above. The inline runs below also avoid the checks that import transformers.
 pytest_plugins = ["pytester"]
 REGISTRY = build_registry(autoload=False)
 
