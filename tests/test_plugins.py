@@ -101,3 +101,29 @@ def test_a_plugin_spec_that_cannot_be_imported_is_a_plugin_error():
         load_plugin("no_such_module_here.plugin")
     with pytest.raises(PluginError, match="no file"):
         load_plugin("tests/fixtures/not_there.py")
+
+
+def test_a_name_clash_refuses_the_name_naming_both_and_later_model_type_clashes_stay_readable():
+    import dataclasses
+
+    from portagpt.families.gpt2.plugin import FAMILY as GPT2
+
+    class Impostor:
+        @hookimpl
+        def portagpt_register_families(self, register):
+            register(dataclasses.replace(GPT2))
+
+    class SameModelType:
+        @hookimpl
+        def portagpt_register_families(self, register):
+            register(dataclasses.replace(GPT2, name="gpt2_again"))
+
+    reg = build_registry(
+        autoload=False,
+        extra_plugins=[(Impostor(), "impostor", "impostor-dist"), (SameModelType(), "again", "again-dist")],
+    )
+    with pytest.raises(PluginError, match="portagpt, impostor-dist"):
+        reg.get("gpt2")
+    assert reg.get("gpt2_again").distribution == "again-dist"  # not a crash inside the registry
+    assert not any("raised" in e for e in reg.errors), reg.errors
+    assert "llama" in reg.families

@@ -102,7 +102,8 @@ class Registry:
                 other = self.model_types.pop(mt, None)
                 srcs = self.clashes.setdefault(mt, [])
                 if other is not None:
-                    srcs.append(f"{other} ({self.families[other].distribution})")
+                    owner = self.families.get(other)  # gone if its own name clashed meanwhile
+                    srcs.append(f"{other} ({owner.distribution if owner else '?'})")
                 srcs.append(f"{family.name} ({dist})")
                 self.errors.append(f"model_type {mt!r} is claimed by {' and '.join(srcs)}.")
         self.families[family.name] = family
