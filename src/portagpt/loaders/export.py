@@ -269,14 +269,18 @@ def convert(
     dtype: str | torch.dtype | None = None,
     max_shard_size: int | str = DEFAULT_SHARD_SIZE,
 ) -> dict[str, Any]:
-    """Convert the checkpoint at ``path`` to layout ``to`` (``native`` or ``hf``) in the new folder ``out``."""
+    """Convert the checkpoint at ``path`` to layout ``to`` (``native`` or ``hf``) in the new folder ``out``.
+
+    Safetensors already in layout ``to`` are refused (nothing to convert); a
+    ``.pth`` may be converted to either layout (it becomes safetensors).
+    """
     from .sources import locate
 
     if to not in LAYOUTS:
         raise UsageError(f"Unknown layout {to!r}; use --to native or --to hf.")
     loc = locate(path)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
-    if prep.layout == to:
+    if prep.layout == to and loc.kind == "safetensors":  # a .pth to safetensors is a real conversion
         why = (
             f"its safetensors metadata says {FORMAT_KEY}={to}"
             if source.combined_metadata().get(FORMAT_KEY) == to
