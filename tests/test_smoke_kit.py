@@ -45,6 +45,17 @@ def test_full_kit_passes_on_gpt2_with_one_timed_result_per_check():
     assert report.to_dict()["results"][0]["status"] == "PASS"
 
 
+def test_smoke_cli_prints_a_line_per_check_and_exits_zero_when_all_pass(capsys):
+    from portagpt.cli import main
+
+    assert main(["smoke", "--family", "gpt2", "--check", "config_roundtrip,forward_fp32"]) == 0
+    out = capsys.readouterr().out
+    assert "family 'gpt2' (plugin 'portagpt.gpt2', distribution portagpt" in out
+    assert "PASS config_roundtrip" in out and "PASS forward_fp32" in out
+    assert main(["smoke", "--family", "gpt2", "--check", "no_such_check"]) == 2
+    assert "Unknown check(s) 'no_such_check'" in capsys.readouterr().err
+
+
 # ---- mutated families: each check can fail ------------------------------------------------
 class _RealBuffer(GPT2Model):
     def __init__(self, cfg):

@@ -25,7 +25,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "smoke",
         parents=parents,
         help="run the family conformance kit (meta build, cache, padding, weight map, parity, ...)",
-        description=__doc__.split("::")[0].strip(),
+        description=(
+            "Run the family conformance kit; prints PASS/FAIL/SKIP, the check, its seconds and a "
+            "detail per line. Exit status 1 when any check fails (or, with --all, a plugin failed "
+            "to register). The guide: docs/plugins.md."
+        ),
     )
     p.add_argument("--family", action="append", default=[], metavar="NAME", help="family to check (repeatable, or a,b)")
     p.add_argument("--all", action="store_true", help="check every registered family")
@@ -65,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
     for name in families:  # unknown names fail before any check runs
         resolve_family(name, reg)
     checks = _names(args.check) or None
+    unknown = [c for c in checks or () if c not in CHECK_NAMES]
+    if unknown:
+        raise UsageError(
+            f"Unknown check(s) {', '.join(map(repr, unknown))}. Known: {', '.join(CHECK_NAMES)} "
+            "(portagpt smoke --list-checks)."
+        )
 
     reports = []
     for name in families:

@@ -27,7 +27,7 @@ import torch
 
 from ..adapters.family import Family
 from ..core.cache import LayerSpec
-from ..errors import PortagptError, UnknownFamilyError
+from ..errors import UnknownFamilyError, UsageError
 
 SEED = 1234
 SHORT_WINDOW = 6  # the window a smoke config is given when its own does not fit the test sequence
@@ -258,7 +258,7 @@ def run_smoke(
     """Run the conformance checks (all, or those named) on ``family``; never raises for a check.
 
     Raises :class:`~portagpt.errors.UnknownFamilyError` for an unknown family name,
-    or a :class:`~portagpt.errors.PortagptError` for an unknown check name.
+    or a :class:`~portagpt.errors.UsageError` for an unknown check name.
     """
     from .checks import CHECKS
 
@@ -266,7 +266,7 @@ def run_smoke(
     names = list(checks) if checks else list(CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
-        raise PortagptError(
+        raise UsageError(
             f"Unknown smoke check(s) {', '.join(map(repr, unknown))}. Known: {', '.join(CHECKS)}."
         )
     report = SmokeReport(fam.name, fam.distribution, fam.version, plugin)
