@@ -118,25 +118,25 @@ def windows_of(specs: Sequence[LayerSpec]) -> list[int]:
     return sorted({s.window for s in specs if s.window})
 
 
-def _window_fields(cfg: Any, windows: list[int]) -> list[str]:
-    """Int fields of a dataclass config that hold a window size (by name or by value)."""
+def _window_fields(cfg: Any) -> list[str]:
+    """Int fields of a dataclass config whose name says they hold a window size."""
     if not dataclasses.is_dataclass(cfg):
         return []
-    out = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            continue
-        if "window" in f.name or (value in windows and f.name not in ("vocab_size", "context_length")):
-            out.append(f.name)
-    return out
+    return [
+        f.name
+        for f in dataclasses.fields(cfg)
+        if ("window" in f.name or "sliding" in f.name)
+        and isinstance(getattr(cfg, f.name), int)
+        and not isinstance(getattr(cfg, f.name), bool)
+    ]
 
 
 def long_config(family: Family, cfg: Any) -> tuple[Any, int, str]:
     """A config and sequence length for which every sliding window is shorter than the sequence.
 
     Returns ``(config, seq_len, note)``. When the smoke config's windows are too
-    long for its context, window fields are shrunk to :data:`SHORT_WINDOW`.
+    long for its context, int fields named like ``*window*`` / ``*sliding*`` are
+    shrunk to :data:`SHORT_WINDOW` (when that changes the specs as intended).
     """
     ctx_len = int(cfg.context_length)
     wins = windows_of(family.cache_specs(cfg))
@@ -145,7 +145,7 @@ def long_config(family: Family, cfg: Any) -> tuple[Any, int, str]:
     if max(wins) + 6 <= ctx_len:
         seq = min(ctx_len, max(MIN_SEQ, max(wins) + 8))
         return cfg, seq, f"windows {wins} < sequence {seq}"
-    names = _window_fields(cfg, wins)
+    names = _window_fields(cfg)
     small = min(SHORT_WINDOW, max(2, ctx_len // 4))
     if names:
         try:
