@@ -167,10 +167,11 @@ class RotaryEmbedding(nn.Module):
         super().__init__()
         self.rope = rope
         self.head_dim = head_dim
-        inv_freq, scale = inv_freq_and_scale(rope, head_dim)
+        with torch.device("cpu"):  # tiny and exact; arithmetic on meta would import torch._dynamo (~2 s)
+            inv_freq, scale = inv_freq_and_scale(rope, head_dim)
         self.attention_scaling = scale
         # Not persistent: recomputed from the config, never stored in checkpoints.
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("inv_freq", inv_freq.to(torch.get_default_device()), persistent=False)
 
     def reset_parameters(self) -> None:
         """Recompute the frequencies (after building on the meta device)."""

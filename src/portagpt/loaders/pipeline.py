@@ -274,6 +274,32 @@ def _own(t: torch.Tensor, inputs: list[torch.Tensor], dtype: torch.dtype | None,
     return t
 
 
+def _libc_trim() -> Any:
+    try:
+        import ctypes
+        import ctypes.util
+
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_TRIM = _libc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``).
+
+    A transposed or cast tensor is read into a buffer that is freed once the
+    copy exists; glibc then raises its mmap threshold and keeps later
+    mid-sized buffers on the heap, where the holes they leave stay resident
+    (about 8% of a GPT-2 checkpoint). Trimming after each such step keeps peak
+    memory at the weights plus one tensor in flight.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
+
+
 def mapped_tensors(
     prep: Prepared, source: Source, dtype: torch.dtype | None = None, device: Any = "cpu"
 ) -> Iterator[tuple[str, torch.Tensor]]:
@@ -288,7 +314,10 @@ def mapped_tensors(
             for name, t in zip(step.native, outputs):
                 if name in prep.expected:
                     yield name, _own(t, inputs, dtype, device, private)
+            copied = step.rule.transform is not IDENTITY or dtype is not None
             del inputs, outputs
+            if copied:
+                release_free_memory()
 
 
 def materialise_buffers(model: nn.Module) -> None:
@@ -371,9 +400,15 @@ def read_whole(loc: Located) -> StateDictSource:
     if loc.kind == "safetensors":
         from safetensors.torch import load_file
 
+        def read(path: Path) -> dict[str, torch.Tensor]:
+            try:  # pread: the tensors are the process's own memory, not views of the file
+                return load_file(str(path), backend="pread")
+            except TypeError:  # safetensors < 0.7
+                return {k: v.clone() for k, v in load_file(str(path)).items()}
+
         state: dict[str, torch.Tensor] = {}
         for f in loc.files:
-            part = load_file(str(f))
+            part = read(f)
             if loc.weight_map is not None:
                 part = {k: v for k, v in part.items() if loc.weight_map.get(k) == f.name}
             state.update(part)
