@@ -192,6 +192,11 @@ def print_human(r: dict[str, Any], loaded: Any) -> None:
     shapes = checks["shapes"]
     print(f"portagpt load {r['source']}")
     print(f"  family     {r['family']} ({r['layout']} layout; config from {r['config_source']})")
+    if str(r["config_source"]).startswith("preset"):
+        print(
+            "  note       no config.json: what shapes cannot show (attention heads, norm eps, RoPE) "
+            "comes from the preset; pass --config config.json if it differs"
+        )
     files = checks["files"]
     sizes = "sizes match headers" if all(f["size_check"].startswith("ok") for f in files) else "; ".join(
         f"{os.path.basename(f['path'])}: {f['size_check']}" for f in files if not f["size_check"].startswith("ok")

@@ -167,7 +167,7 @@ def hints(
         )
     dims: Counter[tuple[int, int]] = Counter()
     for _, e, f in rep.mismatched:
-        for a, b in zip(e, f):
+        for a, b in zip(e, f, strict=False):
             if a != b:
                 dims[(a, b)] += 1
     if dims:

@@ -36,8 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..adapters.family import Family
 from ..errors import ConfigError, UnknownFamilyError
 from .checks import Report
@@ -215,7 +213,7 @@ def _candidates(cfg: Any, rep: Report) -> list[tuple[str, Any]]:
     """Configs one field away from ``cfg`` that the report suggests."""
     if not dataclasses.is_dataclass(cfg):
         return []
-    pairs = {(a, b) for _, e, f in rep.mismatched for a, b in zip(e, f) if a != b}
+    pairs = {(a, b) for _, e, f in rep.mismatched for a, b in zip(e, f, strict=False) if a != b}
     out: list[tuple[str, Any]] = []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

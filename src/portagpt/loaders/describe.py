@@ -17,7 +17,14 @@ from typing import Any
 from ..adapters.family import config_to_dict
 from ..errors import PortagptError
 from .checks import dtype_name
-from .pipeline import FORMAT_KEY, FAMILY_KEY, FORMAT_VERSION_KEY, prepare, read_sidecar, strip_prefixes
+from .pipeline import (
+    FAMILY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION_KEY,
+    prepare,
+    read_sidecar,
+    strip_prefixes,
+)
 from .sources import Located, locate
 
 

@@ -149,10 +149,17 @@ def to_transformers(model: nn.Module, family: str | Family | None = None) -> nn.
     return hf.to(next(model.parameters()).device).eval()
 
 
-def load_with_transformers(folder: Path, family: Family, dtype: torch.dtype | None, device: Any) -> nn.Module:
-    """``from_pretrained(folder)``, then :func:`from_transformers` (the ``--loader hf`` path)."""
+def load_with_transformers(
+    folder: Path, family: Family, dtype: torch.dtype | None, device: Any, config: Any = None
+) -> nn.Module:
+    """``from_pretrained(folder)``, then :func:`from_transformers` (the ``--loader hf`` path).
+
+    ``config`` (the family's) stands in for a missing config.json.
+    """
     cls = _model_class(family)
     kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else "auto"}
+    if config is not None and not (folder / "config.json").is_file():
+        kwargs["config"] = hf_config_object(family, config)
     try:
         hf = cls.from_pretrained(str(folder), **kwargs)
     except (OSError, ValueError, RuntimeError) as exc:

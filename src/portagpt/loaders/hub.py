@@ -71,7 +71,7 @@ def resolve(repo_id: str, revision: str | None = None, cache: str | Path | None 
 
     if not REPO_ID.match(repo_id):
         raise UsageError(
-            f"{repo_id!r} is not a hub id (expected 'org/name', e.g. 'openai-community/gpt2'). "
+            f"{repo_id!r} is not a hub id (expected 'org/name'). "
             "For a local checkpoint pass its path with --checkpoint."
         )
     where = str(cache) if cache is not None else cache_dir()

@@ -311,7 +311,7 @@ def mapped_tensors(
                 continue  # a tied copy, or dropped
             inputs = [source.get(prep.source_names[n]) for n in step.hf]
             outputs = step.rule.transform.to_native(inputs)
-            for name, t in zip(step.native, outputs):
+            for name, t in zip(step.native, outputs, strict=True):
                 if name in prep.expected:
                     yield name, _own(t, inputs, dtype, device, private)
             copied = step.rule.transform is not IDENTITY or dtype is not None
@@ -515,7 +515,7 @@ def load_located(
     else:
         from .hf import load_with_transformers
 
-        model = load_with_transformers(loc.folder, choice.family, want, device)
+        model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
     if isinstance(source, StateDictSource):
         source.close()
     tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
