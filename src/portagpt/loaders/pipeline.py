@@ -293,7 +293,7 @@ def release_free_memory() -> None:
     A transposed or cast tensor is read into a buffer that is freed once the
     copy exists; glibc then raises its mmap threshold and keeps later
     mid-sized buffers on the heap, where the holes they leave stay resident
-    (about 8% of a GPT-2 checkpoint). Trimming after each such step keeps peak
+    (about 8% of a checkpoint with transposed weights). Trimming after each such step keeps peak
     memory at the weights plus one tensor in flight.
     """
     if _TRIM is not None:
