@@ -108,8 +108,10 @@ def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any
     """The family's config from a config.json dict, with a one-paragraph error when it does not fit."""
     try:
         return fam.config_from_hf(hf_config)
-    except ConfigError:
-        raise
+    except ConfigError as exc:
+        if where in str(exc):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(
             f"{where} cannot be read as a {fam.name} config: {type(exc).__name__}: {exc}. Check that "
