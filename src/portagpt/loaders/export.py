@@ -45,6 +45,7 @@ from .pipeline import (
     Source,
     _own,
     check_source,
+    main_dtype,
     mapped_tensors,
     parse_dtype,
     prepare,
@@ -195,10 +196,8 @@ def _write(
         files = write_weights(tmp, metas, stream, metadata, max_shard_size)
         if hf_config is not None:
             written = dict(hf_config)
-            if dtype is not None or metas:
-                floats = [t.dtype for t in metas.values() if t.is_floating_point()]
-                if floats:
-                    written.setdefault("dtype", str(max(set(floats), key=floats.count)).removeprefix("torch."))
+            if (stored := main_dtype(metas.values())) is not None:  # as transformers records it
+                written.setdefault("dtype", str(stored).removeprefix("torch."))
             (tmp / "config.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
         if to == "native":
             sidecar = {

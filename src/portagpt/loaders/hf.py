@@ -25,7 +25,7 @@ from torch import nn
 from ..adapters.family import Family
 from ..errors import CheckpointError, ConfigError
 from .configs import config_from_hf, family_from_hf, family_of_config
-from .pipeline import Loaded, load_tokenizer_for, materialise, parse_dtype, prepare
+from .pipeline import Loaded, load_tokenizer_for, main_dtype, materialise, parse_dtype, prepare
 from .state_dict import StateDictSource
 
 
@@ -132,9 +132,8 @@ def to_transformers(model: nn.Module, family: str | Family | None = None) -> nn.
     cls = _model_class(fam)
     with _no_init():
         hf = cls.from_config(config) if hasattr(cls, "from_config") else cls(config)
-    floats = [t.dtype for t in state.values() if t.is_floating_point()]
-    if floats:
-        hf.to(max(set(floats), key=floats.count))
+    if (dtype := main_dtype(state.values())) is not None:
+        hf.to(dtype)
     missing, unexpected = hf.load_state_dict(state, strict=False)
     hf.tie_weights()
     now = hf.state_dict()

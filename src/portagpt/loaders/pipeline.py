@@ -24,7 +24,8 @@ four give the same weights; the strict check runs first for every one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +76,12 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise UsageError(
             f"Unknown dtype {dtype!r}. Use one of: auto, {', '.join(sorted(set(DTYPES)))}."
         ) from None
+
+
+def main_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype | None:
+    """The most common floating dtype among ``tensors`` (None when there is none)."""
+    floats = Counter(t.dtype for t in tensors if t.is_floating_point())
+    return floats.most_common(1)[0][0] if floats else None
 
 
 def strip_prefixes(names: list[str]) -> dict[str, str]:
@@ -379,10 +386,8 @@ def materialise_eager(
     model = prep.family.build_model(prep.config)
     model.init_weights()
     state = dict(mapped_tensors(prep, source, None, "cpu"))
-    if dtype is None:  # "auto": the checkpoint's own (most common) floating dtype
-        floats = [t.dtype for t in state.values() if t.is_floating_point()]
-        if floats:
-            model.to(max(set(floats), key=floats.count))
+    if dtype is None and (own := main_dtype(state.values())) is not None:  # "auto": the checkpoint's
+        model.to(own)
     missing, unexpected = model.load_state_dict(state, strict=False)
     del state
     tied = {d for d, _ in prep.tied}
