@@ -478,8 +478,9 @@ def check_source(
     prep = prepare(source, choice.family, choice.config, sidecar=sidecar)
     if not prep.report.ok and choice.source.startswith("preset"):
         prep.report.hints.append(
-            f"There is no config.json, and the closest preset ({choice.source}) does not fit; put the "
-            "checkpoint's config.json next to it or pass --config config.json."
+            f"The config came from a preset ({choice.source}, the closest one) and does not fit "
+            "these weights: no config.json was used; put the checkpoint's config.json next to it or "
+            "pass --config config.json."
         )
     prep.report.raise_if_bad(f"{loc.where} ({prep.layout} layout, family {choice.family.name})")
     return source, choice, prep
