@@ -11,6 +11,8 @@ Layout of a checkpoint folder::
     training_state.pt    optimizer, scheduler, RNG and data-order state, history;
                          plain tensors and containers only, read with
                          ``torch.load(weights_only=True)``
+    tokenizer.json, ...  the files of the tokenizer the run trained with, when
+                         it came from a checkpoint (``extra_files``)
 
 Writes go to a hidden temporary folder beside the target, which replaces the
 target only once every file is complete and flushed; the previous checkpoint
@@ -83,16 +85,21 @@ def _storage_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], torch.dtyp
 
 
 def weights_to_save(
-    model: nn.Module, tied: Iterable[tuple[str, str]] = ()
+    model: nn.Module,
+    tied: Iterable[tuple[str, str]] = (),
+    state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The state dict to write, with each shared tensor kept once.
 
     ``tied`` lists ``(alias, source)`` pairs (a family's ``tied_weights``): the
     alias is dropped and the source kept. Any other tensors that share memory are
     found by storage and deduplicated too (the alphabetically first name is kept).
-    Returns the tensors and ``{dropped: kept}``.
+    Returns the tensors and ``{dropped: kept}``. ``state`` replaces the model's
+    own state dict (e.g. the full weights gathered from FSDP shards).
     """
-    state = {strip_wrapper_prefixes(k): v for k, v in unwrap_model(model).state_dict().items()}
+    if state is None:
+        state = unwrap_model(model).state_dict()
+    state = {strip_wrapper_prefixes(k): v for k, v in state.items()}
     dropped: dict[str, str] = {}
     for alias, source in tied:
         if alias in state and source in state:
@@ -271,6 +278,8 @@ def save_checkpoint(
     model_config: Any = None,
     meta: Mapping[str, Any] | None = None,
     training_state: Mapping[str, Any] | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    extra_files: Iterable[str | Path] = (),
 ) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
@@ -278,6 +287,8 @@ def save_checkpoint(
     supplies the tied-weight pairs and the HF config. ``meta`` (step, epoch,
     tokens seen, train config, ...) goes into the sidecar; ``training_state``
     (tensors, numbers, strings, lists, dicts) into ``training_state.pt``.
+    ``weights`` replaces the model's state dict; ``extra_files`` (e.g. the
+    tokenizer's files) are copied into the folder under their own names.
     """
     from safetensors.torch import save_file
 
@@ -291,7 +302,7 @@ def save_checkpoint(
         if family is not None and model_config is not None
         else ()
     )
-    tensors, dropped = weights_to_save(model, tied)
+    tensors, dropped = weights_to_save(model, tied, weights)
     hf = hf_config(family, model_config)
     sidecar = {
         "format_version": FORMAT_VERSION,
@@ -314,6 +325,9 @@ def save_checkpoint(
             _write_json(tmp / HF_CONFIG_FILE, hf)
         if training_state is not None:
             torch.save(dict(training_state), tmp / STATE_FILE)
+        for extra in map(Path, extra_files):
+            if extra.name not in (WEIGHTS_FILE, SIDECAR_FILE, HF_CONFIG_FILE, STATE_FILE):
+                shutil.copyfile(extra, tmp / extra.name)
         for path in tmp.iterdir():
             _fsync_file(path)
         _fsync_dir(tmp)

@@ -21,15 +21,20 @@
   data-order state, so 2 epochs equal 1 epoch + resume for 1 more, also from
   a mid-epoch checkpoint (``save_every``).
 
-Extension points for distributed and faster runs (not implemented here): pass
+Extension points for distributed and faster runs (used by
+:class:`~portagpt.core.distributed.DistributedTrainer`): pass
 ``is_main_process`` (only the main process logs, samples and writes files) and
 ``world_size``; override :meth:`Trainer.autocast`, :meth:`Trainer.sync_context`
-(DDP's ``no_sync`` between accumulation micro-batches), :meth:`Trainer.reduce_mean`
-(all-reduce evaluation losses) and :meth:`Trainer.begin_epoch` (a
-``DistributedSampler``'s ``set_epoch`` is already called); wrap the model with
-``torch.compile`` or activation checkpointing before handing it over:
-checkpoints unwrap it, so ``_orig_mod.`` never reaches a file. :class:`Callback`
-gets every step, evaluation and epoch end.
+(DDP's ``no_sync`` between accumulation micro-batches), :meth:`Trainer.reduce_mean`,
+:meth:`Trainer.loader_loss` (evaluation over all processes),
+:meth:`Trainer.model_state`/:meth:`Trainer.optimizer_state` and
+:meth:`Trainer.load_weights`/:meth:`Trainer.load_optimizer_state` (sharded
+state) and :meth:`Trainer.begin_epoch` (a ``DistributedSampler``'s
+``set_epoch`` is already called); wrap the model with ``torch.compile`` or
+activation checkpointing before handing it over: checkpoints unwrap it, so
+``_orig_mod.`` never reaches a file. ``checkpoint_files`` (e.g. the
+tokenizer's files) are copied into every checkpoint. :class:`Callback` gets
+every step, evaluation and epoch end.
 """
 
 from __future__ import annotations
@@ -381,6 +386,7 @@ class Trainer:
         tokens_per_epoch: int | None = None,
         progress: bool = True,
         run_info: dict[str, Any] | None = None,
+        checkpoint_files: Sequence[str | Path] = (),
     ) -> None:
         self.config = config or TrainConfig()
         self.config.validate()
@@ -401,6 +407,7 @@ class Trainer:
         self.world_size = world_size
         self.progress = progress
         self.run_info = dict(run_info or {})  # goes into the checkpoint sidecar as "run"
+        self.checkpoint_files = [Path(p) for p in checkpoint_files]  # copied into each checkpoint
         if len(train_loader) == 0:
             raise UsageError(
                 "The training loader yields no batches; give it more data or a smaller batch size."
@@ -446,6 +453,23 @@ class Trainer:
     def reduce_mean(self, value: float) -> float:
         """Average a metric over processes (single process: itself)."""
         return value
+
+    def loader_loss(self, loader: DataLoader) -> float:
+        """Mean loss of the first ``eval_iter`` batches of ``loader`` (DDP: over all processes)."""
+        return calc_loss_loader(loader, self.model, self.device, self.config.eval_iter)
+
+    def model_state(self) -> dict[str, torch.Tensor] | None:
+        """Weights to checkpoint; None: the model's own state dict (FSDP: gathered ones)."""
+        return None
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_weights(self, folder: str | Path) -> None:
+        load_weights(folder, self.model)
+
+    def load_optimizer_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
 
     def begin_epoch(self, epoch: int) -> None:
         """Called before each epoch's loader is iterated."""
@@ -508,12 +532,8 @@ class Trainer:
         self.model.eval()
         try:
             with self.autocast():
-                train_loss = calc_loss_loader(
-                    self.train_eval_loader, self.model, self.device, self.config.eval_iter
-                )
-                val_loss = calc_loss_loader(
-                    self.val_loader, self.model, self.device, self.config.eval_iter
-                )
+                train_loss = self.loader_loss(self.train_eval_loader)
+                val_loss = self.loader_loss(self.val_loader)
         finally:
             self.model.train(was_training)
         record = EvalRecord(
@@ -605,7 +625,7 @@ class Trainer:
         else:
             gen_state = gen.get_state()
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer_state(),
             "scheduler": self.scheduler.state_dict(),
             "global_step": self.global_step,
             "epoch": self.epoch,
@@ -639,14 +659,20 @@ class Trainer:
             "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         return save_checkpoint(
-            folder, self.model, family=self.family, meta=meta, training_state=self.state_dict()
+            folder,
+            self.model,
+            family=self.family,
+            meta=meta,
+            training_state=self.state_dict(),
+            weights=self.model_state(),
+            extra_files=self.checkpoint_files,
         )
 
     def load_checkpoint(self, folder: str | Path) -> None:
         """Restore weights and the whole training state from a checkpoint folder."""
-        load_weights(folder, self.model)
+        self.load_weights(folder)
         state = load_training_state(folder)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.load_optimizer_state(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
