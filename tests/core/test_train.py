@@ -19,6 +19,7 @@ from portagpt.core.train import (
     Trainer,
     calc_loss_batch,
     calc_loss_loader,
+    flat,
     greedy_sample,
     lr_factor,
     param_groups,
@@ -221,7 +222,7 @@ def test_run_folder_gets_plot_metrics_and_samples(tmp_path) -> None:
     assert len(history.samples) == 2 and all(s.startswith("ab") for s in history.samples)
     assert (tmp_path / "samples.txt").read_text().splitlines()[
         1
-    ] == f"Epoch 2: {history.samples[1]}"
+    ] == f"Epoch 2: {flat(history.samples[1])}"
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
 
 

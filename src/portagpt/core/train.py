@@ -578,7 +578,8 @@ class Trainer:
 
     def _write_samples(self) -> None:
         if self._writes():
-            lines = [f"Epoch {i + 1}: {s}" for i, s in enumerate(self.history.samples)]
+            # one line per epoch, as chapter 5 prints it (metrics.jsonl keeps the exact text)
+            lines = [f"Epoch {i + 1}: {flat(s)}" for i, s in enumerate(self.history.samples)]
             (self.out_dir / SAMPLES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def _start_files(self, resumed: bool) -> None:
@@ -799,7 +800,7 @@ class Trainer:
         text = self.sample()
         if text is not None:
             self.history.samples.append(text)
-            self.log(text.replace("\n", " "))
+            self.log(flat(text))
             self._write_metric(
                 {"type": "sample", "step": self.global_step, "epoch": epoch + 1, "text": text}
             )
@@ -807,6 +808,11 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch + 1)
         self.save_checkpoint()
+
+
+def flat(text: str) -> str:
+    """A sample on one line (chapter 5 prints ``text.replace("\\n", " ")``)."""
+    return text.replace("\n", " ")
 
 
 def _python_rng_state(state: Any) -> tuple:
