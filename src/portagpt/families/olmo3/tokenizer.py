@@ -18,8 +18,15 @@ def load_tokenizer(folder: Path | None, cfg: Any = None) -> Tokenizer:
 
     With no folder at all (a model trained from scratch from the ``tiny`` preset,
     which uses the GPT-2 vocabulary of 50,257 entries), GPT-2's packaged BPE is
-    returned, so from-scratch training works offline.
+    returned, so from-scratch training works offline. A folder without a
+    tokenizer.json that portagpt's trainer wrote (it has the ``portagpt.json``
+    sidecar) was trained with that same GPT-2 BPE, and gets it back.
     """
     if folder is None:
+        return gpt2_tokenizer()
+    from ...loaders.pipeline import SIDECAR
+
+    folder = Path(folder)
+    if not (folder / "tokenizer.json").is_file() and (folder / SIDECAR).is_file():
         return gpt2_tokenizer()
     return HFTokenizer.from_folder(folder)
