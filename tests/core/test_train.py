@@ -278,3 +278,14 @@ def test_bad_config_raises_usage_error_naming_the_flag(field, value, flag) -> No
     train, val = loaders()
     with pytest.raises(UsageError, match=flag):
         Trainer(tiny_model(), train, val, quiet(**{field: value}), progress=False)
+
+
+def test_bfloat16_autocast_trains_with_float32_weights() -> None:
+    train, val = loaders()
+    model = tiny_model()
+    history = Trainer(model, train, val, quiet(epochs=1, dtype="bfloat16"), progress=False).fit()
+    assert all(math.isfinite(x) for x in history.step_losses)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    fp32 = Trainer(tiny_model(), *loaders(), quiet(epochs=1), progress=False).fit()
+    assert history.step_losses[0] == pytest.approx(fp32.step_losses[0], abs=0.05)  # same model
+    assert history.step_losses != fp32.step_losses  # but computed in bf16
