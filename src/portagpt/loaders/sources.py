@@ -2,7 +2,8 @@
 
 * a folder: its ``model.safetensors.index.json`` (the source of truth for a
   sharded checkpoint), else ``model.safetensors``, else its ``*.safetensors``,
-  else its one PyTorch file (``*.pth``, ``*.pt``, ``pytorch_model.bin``);
+  else its one PyTorch file (``*.pth``, ``*.pt``, ``pytorch_model.bin``); a
+  ``portagpt train`` run folder stands for its ``checkpoint/``;
 * a ``.safetensors`` file, or a ``*.safetensors.index.json`` (config.json and
   tokenizer files are looked for next to it);
 * a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (a pickled state dict);
@@ -67,6 +68,8 @@ def _folder(path: Path) -> Located:
     files, weight_map = weight_files(path)
     if files:
         return Located("safetensors", path, path, files, weight_map)
+    if (path / "checkpoint" / "portagpt.json").is_file():  # a `portagpt train` run folder
+        return _folder(path / "checkpoint")
     pths = [path / n for n in entries if Path(n).suffix in PTH_SUFFIXES]
     if len(pths) > 1:
         pths = [p for p in pths if p.name in PREFERRED_PTH][:1] or pths
