@@ -1,4 +1,4 @@
-"""``portagpt train``: chapter-5 pretraining of any registered family from scratch.
+"""``portagpt train``: chapter-5 pretraining of any registered family, from scratch or a checkpoint.
 
 ``portagpt train --family gpt2`` trains the family's ``tiny`` preset on the
 bundled corpus (The Verdict) and writes ``runs/gpt2-tiny/``::
@@ -6,8 +6,20 @@ bundled corpus (The Verdict) and writes ``runs/gpt2-tiny/``::
     loss.png, loss.pdf   train/val loss against tokens seen (epochs on top)
     metrics.jsonl        one JSON object per step, evaluation and sample
     samples.txt          the sample from --prompt after each epoch
+    run.json             the settings, the tokenizer used, how the model started
+                         and how many processes trained it
     checkpoint/          model.safetensors, portagpt.json, config.json,
-                         training_state.pt (the folder --resume reads)
+                         training_state.pt (the folder --resume reads), and
+                         the tokenizer's files when it came from a checkpoint
+
+``--checkpoint PATH`` / ``--repo-id ID`` continue pretraining a loaded model
+(any layout ``portagpt load`` reads) with its own tokenizer (its
+tokenizer.json, copied into every checkpoint of the run); a preset trains from
+scratch with the family's from-scratch tokenizer (GPT-2's BPE for the tiny
+presets). ``--context-length`` is the training window, at most the model's own
+context. ``torchrun --nproc-per-node N -m portagpt train ...`` trains with DDP
+(``--fsdp``: FSDP2), see :mod:`portagpt.core.distributed`; ``--dtype bf16``,
+``--compile`` and ``--activation-checkpointing`` work with either.
 
 Everything is checked before the run folder is created: flags, the data
 (missing or empty files, a split shorter than one window) and the model's
@@ -19,6 +31,7 @@ taken from the checkpoint, and ``--epochs`` is the total to reach.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -53,7 +66,9 @@ DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_CONTEXT_CAP = 256
 RUN_KEYS = ("preset", "data", "batch_size", "context_length", "stride", "train_ratio", "seed")
-ARTIFACTS = ("loss.png", "loss.pdf", "metrics.jsonl", "samples.txt", "checkpoint")
+ARTIFACTS = ("loss.png", "loss.pdf", "metrics.jsonl", "samples.txt", "run.json", "checkpoint")
+DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "off": "float32",
+               "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -66,8 +81,18 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "checkpoint into --out.",
     )
     a = p.add_argument
-    a("--family", default="gpt2", help="model family (see `portagpt families`; default gpt2)")
-    a("--preset", help="the family's size preset (default tiny)")
+    a(
+        "--family",
+        help="model family (see `portagpt families`; default gpt2, or the checkpoint's)",
+    )
+    a("--preset", help="the family's size preset to train from scratch (default tiny)")
+    a("--checkpoint", metavar="PATH", help="continue pretraining this checkpoint (folder or file)")
+    a(
+        "--repo-id",
+        metavar="ID",
+        help="continue pretraining a Hugging Face hub model (from the cache)",
+    )
+    a("--revision", help="hub branch, tag or commit (with --repo-id)")
     a(
         "--data",
         action="append",
@@ -128,8 +153,30 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     a("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default)")
     a(
         "--dtype",
-        choices=("float32", "bfloat16"),
-        help="compute dtype; bfloat16 autocasts, weights stay float32 (default float32)",
+        choices=tuple(DTYPE_NAMES),
+        help="compute dtype; bf16/bfloat16 autocasts, weights stay float32 (default float32)",
+    )
+    a("--autocast", choices=("bf16", "bfloat16", "off"), help="same as --dtype bf16 / float32")
+    a(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="torch.compile the model (backend inductor; aot_eager or eager to skip codegen)",
+    )
+    a(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each block's activations in backward (less memory, ~30%% more compute)",
+    )
+    a(
+        "--backend",
+        help="torch.distributed backend under torchrun: auto (nccl on CUDA, gloo on CPU), gloo, nccl",
+    )
+    a(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun, shard parameters, gradients and optimizer state (FSDP2) instead of DDP",
     )
     a("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -216,8 +263,8 @@ def _check_numbers(s: dict[str, Any], model_ctx: int) -> None:
     if not 1 <= s["context_length"] <= model_ctx:
         raise _usage(
             f"--context-length {s['context_length']} does not fit the model: it must be between 1 and "
-            f"the model's context length {model_ctx} (config.context_length of this preset). Use "
-            f"--context-length {min(model_ctx, DEFAULT_CONTEXT_CAP)} or a preset with a longer context."
+            f"the model's context length {model_ctx} (its config's context_length). Use "
+            f"--context-length {min(model_ctx, DEFAULT_CONTEXT_CAP)} or a model with a longer context."
         )
     if s["stride"] < 1:
         raise _usage(
@@ -259,21 +306,192 @@ def _clear_artifacts(out: Path) -> None:
 # ---- the command ---------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> int:
+def _family_of_preset(preset: str) -> list[str]:
+    """The families that define a preset of this name."""
+    from ..registry import get_registry
+
+    return sorted(n for n, f in get_registry().families.items() if preset in f.presets)
+
+
+def _preset_config(family: Any, preset: str) -> Any:
+    """``family.preset(preset)``, saying which family a foreign preset belongs to."""
+    from ..errors import UnknownPresetError
+
+    try:
+        return family.preset(preset)
+    except UnknownPresetError as exc:
+        owners = _family_of_preset(preset)
+        if not owners:
+            raise
+        raise _usage(
+            f"Preset {preset!r} belongs to {', '.join(owners)}, not to --family {family.name}. "
+            f"Pass --family {owners[0]}, or one of {family.name}'s presets: "
+            f"{', '.join(family.presets)}."
+        ) from exc
+
+
+def _load_start(args: argparse.Namespace) -> Any:
+    """The checkpoint to continue (``loaders.load_full``), checked against --family first."""
+    from ..core.checkpoint import SIDECAR_FILE
+    from ..loaders import load_full, locate_source
+    from ..loaders.configs import read_json
+
+    if args.resume:
+        raise _usage(
+            "--resume continues the run in --out from its own checkpoint; leave --checkpoint and "
+            "--repo-id out (they start a new run from a model)."
+        )
+    if args.preset:
+        raise _usage(
+            f"--preset {args.preset} builds a model from scratch, while --checkpoint/--repo-id load "
+            "one; pass only one of them."
+        )
+    loc = locate_source(args.checkpoint, repo_id=args.repo_id, revision=args.revision)
+    sidecar_path = loc.folder / SIDECAR_FILE
+    if args.family and sidecar_path.is_file():
+        found = read_json(sidecar_path, SIDECAR_FILE).get("family")
+        if found and found != args.family:
+            raise _usage(
+                f"{loc.where} is a {found} checkpoint (its {SIDECAR_FILE} says so), not "
+                f"{args.family}; pass --family {found}, or leave --family out."
+            )
+    loaded = load_full(
+        args.checkpoint,
+        repo_id=args.repo_id,
+        revision=args.revision,
+        family=args.family,
+        dtype="float32",
+        device="cpu",
+        tokenizer="auto",
+    )
+    if args.family and loaded.family.name != args.family:
+        raise _usage(
+            f"{loc.where} loads as family {loaded.family.name!r}, not {args.family!r}; pass "
+            f"--family {loaded.family.name}."
+        )
+    return loaded
+
+
+def _tokenizer_files(folder: Path | None) -> list[Path]:
+    from ..loaders.export import TOKENIZER_FILES
+
+    if folder is None:
+        return []
+    return [folder / n for n in TOKENIZER_FILES if (folder / n).is_file()]
+
+
+def _tokenizer_record(tokenizer: Any, folder: Path | None, files: list[Path]) -> dict[str, Any]:
+    """What the run folder says about the tokenizer it trained with."""
+    from_json = any(f.name == "tokenizer.json" for f in files)
+    return {
+        "kind": "tokenizer.json" if from_json else "bundled GPT-2 BPE (tiktoken)",
+        "class": type(tokenizer).__name__,
+        "vocab_size": int(tokenizer.vocab_size),
+        "eos_token_id": tokenizer.eos_token_id,
+        "from": str(folder) if (from_json and folder is not None) else None,
+        "files": [f.name for f in files],
+    }
+
+
+def _checkpoint_tokenizer(loaded: Any) -> tuple[Any, Path | None]:
+    """The loaded checkpoint's tokenizer, or (a portagpt-trained folder) the one it trained with."""
+    from ..core.checkpoint import SIDECAR_FILE
+    from ..errors import TokenizerError
+
+    folder = Path(loaded.extras["folder"])
+    if loaded.tokenizer is not None:
+        return loaded.tokenizer, folder
+    if (folder / SIDECAR_FILE).is_file():  # portagpt's own run: the from-scratch tokenizer
+        return loaded.family.load_tokenizer(None, loaded.config), None
+    raise TokenizerError(
+        f"{str(folder)!r} ships no tokenizer.json, so the text cannot be tokenised as this model "
+        "expects. Put the model's tokenizer.json (and tokenizer_config.json) next to its weights, "
+        "e.g. tokenizer.save_pretrained(dir) in transformers."
+    )
+
+
+def _check_dtype(dtype: str, device: Any) -> None:
     import torch
 
+    if dtype != "bfloat16":
+        return
+    ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if not ok:
+        raise _usage(
+            f"--dtype bf16 autocasts to bfloat16, which {device} does not support here; use "
+            "--dtype float32 (or a GPU with bfloat16, compute capability 8.0+)."
+        )
+
+
+def _check_resume_layout(
+    saved: dict[str, Any], sidecar: dict[str, Any], info: Any, fsdp: bool
+) -> None:
+    """A resumed run keeps its sharding, and its process count when it stopped mid-epoch."""
+    was_fsdp = saved.get("parallel") == "fsdp"
+    if was_fsdp != fsdp:
+        raise _usage(
+            f"The checkpoint was trained {'with' if was_fsdp else 'without'} --fsdp (its optimizer "
+            f"state is stored {'by parameter name' if was_fsdp else 'by position'}); resume it "
+            f"{'with' if was_fsdp else 'without'} --fsdp."
+        )
+    world = int(saved.get("world_size", 1))
+    if sidecar.get("batch_in_epoch") and world != info.world_size:
+        raise _usage(
+            f"The checkpoint stopped mid-epoch with {world} process(es); its place in the epoch "
+            f"counts their batches, so resume it with {world} process(es), not {info.world_size}."
+        )
+
+
+def _parallel_plan(args: argparse.Namespace, device: Any, info: Any) -> str | None:
+    """The process-group backend (None: one process), every flag checked before any step."""
+    from ..core.distributed import resolve_backend
+
+    if args.fsdp and not info.distributed:
+        raise _usage(
+            "--fsdp shards the model across processes; launch several with torchrun "
+            "--nproc-per-node N -m portagpt train ... --fsdp."
+        )
+    if info.distributed or args.backend:
+        return resolve_backend(args.backend, device)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core import distributed as dist
+
+    info = dist.launch_info()
+    try:
+        return _run(args, info)
+    finally:
+        dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, info: Any) -> int:
+    import torch
+
+    from ..core import distributed as dist
     from ..core.checkpoint import config_from_dict, read_sidecar
     from ..core.data import build_loaders
     from ..core.train import CHECKPOINT_DIR, TrainConfig, Trainer
+    from ..errors import DataError
     from ..registry import get_family
 
-    family = get_family(args.family)
-    preset_name = args.preset or DEFAULTS["preset"]
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs") / f"{family.name}-{args.preset or DEFAULTS['preset']}"
-    )
+    say = print if info.is_main else (lambda *a, **k: None)
+    device = dist.device_for(_resolve_device(args.device), info)
+    backend = _parallel_plan(args, device, info)
+    if args.autocast is not None:
+        args.dtype = args.autocast
+    if args.dtype is not None:
+        args.dtype = DTYPE_NAMES[args.dtype]
+    _check_dtype(args.dtype or "float32", device)
+
+    # where the model comes from: a checkpoint, a resumed run, or a preset
+    loaded = _load_start(args) if (args.checkpoint or args.repo_id) else None
+    family = loaded.family if loaded is not None else get_family(args.family or "gpt2")
+    start_name = args.preset or DEFAULTS["preset"]
+    if loaded is not None:
+        start_name = Path(str(args.repo_id or args.checkpoint).rstrip("/")).name or "checkpoint"
+    out = Path(args.out) if args.out else Path("runs") / f"{family.name}-{start_name}"
 
     # what a resumed run was trained with
     sidecar: dict[str, Any] = {}
@@ -291,10 +509,28 @@ def run(args: argparse.Namespace) -> int:
             f"The checkpoint was trained with --preset {saved['preset']}, not {args.preset}; "
             "leave --preset out to resume it."
         )
-    preset_cfg = family.preset(s["preset"] if args.resume else preset_name)
-    model_cfg = (
-        config_from_dict(preset_cfg, sidecar["config"]) if sidecar.get("config") else preset_cfg
-    )
+    if args.resume:
+        _check_resume_layout(saved, sidecar, info, args.fsdp)
+    if loaded is not None:
+        s["preset"] = None
+        model_cfg = loaded.config
+        tokenizer, tok_folder = _checkpoint_tokenizer(loaded)
+        init: dict[str, Any] = {"checkpoint": args.checkpoint, "repo_id": args.repo_id}
+    else:
+        if args.resume:
+            template = _preset_config(family, s["preset"]) if s["preset"] else family.smoke_config
+            model_cfg = (
+                config_from_dict(template, sidecar["config"]) if sidecar.get("config") else template
+            )
+            tok_folder = out / CHECKPOINT_DIR  # its copied tokenizer files, if any
+            tokenizer = family.load_tokenizer(tok_folder, model_cfg)
+            init = dict(saved.get("init") or {"preset": s["preset"]})
+        else:
+            model_cfg = _preset_config(family, start_name)
+            tok_folder = None
+            tokenizer = family.load_tokenizer(None, model_cfg)
+            init = {"preset": start_name}
+    tok_files = _tokenizer_files(tok_folder)
 
     model_ctx = int(model_cfg.context_length)
     if s["context_length"] is None:
@@ -321,7 +557,6 @@ def run(args: argparse.Namespace) -> int:
         seed=s["seed"],
     )
     train_cfg.validate()
-    device = _resolve_device(args.device)
     if args.threads is not None:
         if args.threads < 1:
             raise _usage(
@@ -331,7 +566,6 @@ def run(args: argparse.Namespace) -> int:
     _prepare_out_dir(out, args.resume, args.overwrite)
 
     # data (every DataError is raised here, before anything is written)
-    tokenizer = family.load_tokenizer(None, model_cfg)
     splits = build_loaders(
         tokenizer,
         s["data"],
@@ -347,45 +581,99 @@ def run(args: argparse.Namespace) -> int:
             f"The tokenizer produced id {top}, but the model's vocabulary has {model_cfg.vocab_size} "
             "entries; use a preset whose vocab_size matches the family's tokenizer."
         )
+    global_batch = s["batch_size"] * info.world_size
+    train_ds, val_ds = splits.train_loader.dataset, splits.val_loader.dataset
+    train_loader = dist.train_loader(train_ds, s["batch_size"], s["seed"], info)
+    if len(train_loader) == 0:
+        raise DataError(
+            f"The training split gives {len(train_ds)} windows, fewer than one global batch of "
+            f"{global_batch} ({info.world_size} processes x --batch-size {s['batch_size']}); use "
+            "a smaller --batch-size or --context-length, fewer processes, or more text."
+        )
 
-    torch.manual_seed(s["seed"])
-    model = family.build_model(model_cfg)
-    model.init_weights()
+    if loaded is not None:
+        model = loaded.model
+    else:
+        torch.manual_seed(s["seed"])
+        model = family.build_model(model_cfg)
+        model.init_weights()
+    model.train()
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     threads = f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else ""
-    print(
-        f"Training {family.name} preset {s['preset']} ({n_params / 1e6:.1f}M parameters) on "
-        f"{device}{threads}, {train_cfg.epochs} epochs, lr {train_cfg.lr:g}; run folder {out}"
+    procs = f", {info.world_size} processes ({'FSDP2' if args.fsdp else 'DDP'}, {backend})"
+    origin = init.get("checkpoint") or init.get("repo_id")
+    start_text = f"from {origin}" if origin else f"preset {init.get('preset')}"
+    say(
+        f"Training {family.name} {start_text} ({n_params / 1e6:.1f}M parameters) on "
+        f"{device}{threads}{procs if info.distributed else ''}, {train_cfg.epochs} epochs, "
+        f"lr {train_cfg.lr:g}, global batch {global_batch}; run folder {out}"
     )
-    print(splits.summary())
+    say(splits.summary())
+    tok_info = _tokenizer_record(tokenizer, tok_folder, tok_files)
+    say(f"Tokenizer: {tok_info['kind']} ({tok_info['class']}, {tok_info['vocab_size']:,} ids)")
 
-    if args.overwrite and not args.resume:
-        _clear_artifacts(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # wrappers: activation checkpointing, then DDP/FSDP2, then torch.compile
+    ddp = None
+    if backend is not None and info.distributed:
+        dist.init_process_group(info, backend, device)
+    if args.activation_checkpointing:
+        dist.checkpoint_blocks(model)
+    if info.distributed:
+        if args.fsdp:
+            model = dist.shard_fsdp(model)
+        else:
+            model = ddp = dist.wrap_ddp(model, device)
+    if args.compile:
+        model = dist.compile_model(model, args.compile)
+
+    if info.is_main:
+        if args.overwrite and not args.resume:
+            _clear_artifacts(out)
+        out.mkdir(parents=True, exist_ok=True)
+    dist.barrier()
     run_info = {k: s[k] for k in RUN_KEYS}
     run_info["data"] = [str(p) for p in s["data"]] if s["data"] else None
-    trainer = Trainer(
-        model,
-        splits.train_loader,
-        splits.val_loader,
-        train_cfg,
+    run_info.update(
+        family=family.name,
+        init=init,
+        tokenizer=tok_info,
+        world_size=info.world_size,
+        global_batch=global_batch,
+        parallel="fsdp" if args.fsdp else ("ddp" if info.distributed else "single"),
+        backend=backend,
+        dtype=s["dtype"],
+        compile=args.compile,
+        activation_checkpointing=bool(args.activation_checkpointing),
+    )
+    if info.is_main:
+        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
+    common: dict[str, Any] = dict(
         tokenizer=tokenizer,
         out_dir=out,
         device=device,
         family=family,
         run_info=run_info,
-        tokens_per_epoch=splits.tokens_per_epoch,
+        tokens_per_epoch=len(train_loader) * global_batch * s["context_length"],
         progress=not args.no_progress,
+        train_eval_loader=dist.eval_loader(train_ds, global_batch),
+        checkpoint_files=tok_files,
     )
+    val_loader = dist.eval_loader(val_ds, global_batch)
+    if info.distributed:
+        trainer: Trainer = dist.DistributedTrainer(
+            model, train_loader, val_loader, train_cfg, info=info, ddp=ddp, fsdp=args.fsdp, **common
+        )
+    else:
+        trainer = Trainer(model, train_loader, val_loader, train_cfg, **common)
     start = time.perf_counter()
     history = trainer.fit(resume_from=out / CHECKPOINT_DIR if args.resume else None)
     wall = time.perf_counter() - start
     first, last = history.evals[0], history.evals[-1]
-    print(
+    say(
         f"Done in {wall:.0f} s ({trainer.tokens_seen:,} tokens seen). Train loss {first.train_loss:.3f} -> "
         f"{last.train_loss:.3f}, val loss {first.val_loss:.3f} -> {last.val_loss:.3f} "
         f"(perplexity {last.val_ppl:.1f}).\nWrote {out}/: loss.png, loss.pdf, metrics.jsonl, "
-        f"samples.txt, checkpoint/"
+        f"samples.txt, run.json, checkpoint/"
     )
     return 0

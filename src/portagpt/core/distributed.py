@@ -251,10 +251,15 @@ def checkpoint_blocks(model: nn.Module) -> int:
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel around ``model`` (buffers are constants here: no re-broadcasting)."""
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    params = inspect.signature(DistributedDataParallel).parameters
+    # torch >= 2.13 spells "do not sync buffers before each forward" forward_sync_buffers
+    key = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
+    return DistributedDataParallel(model, device_ids=ids, **{key: False})
 
 
 def shard_fsdp(model: nn.Module) -> nn.Module:
