@@ -74,6 +74,24 @@ def test_json_greedy_ids_match_transformers_generate_with_and_without_cache(
     )
 
 
+@pytest.mark.slow  # compiling the decode step takes ~30 s on 2 CPU cores
+def test_compile_flag_gives_the_transformers_greedy_ids(
+    capsys: pytest.CaptureFixture[str], checkpoint: tuple[Path, torch.nn.Module]
+) -> None:
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
+    from portagpt.smoke_tests.reference import hf_greedy
+
+    try:
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    folder, hf_model = checkpoint
+    result = _json(capsys, folder, "--max-new-tokens", "28", "--compile")
+    expected = hf_greedy(hf_model, torch.tensor([result["prompt_ids"]]), max_new_tokens=28)
+    assert result["new_ids"] == expected[0].tolist()
+
+
 def test_plain_and_streamed_output_show_prompt_and_the_same_continuation(
     capsys: pytest.CaptureFixture[str], checkpoint: tuple[Path, torch.nn.Module]
 ) -> None:
@@ -114,6 +132,8 @@ def test_same_seed_same_text_other_seed_other_text(
         (["--top-k", "0"], "--top-k"),
         (["--max-new-tokens", "0"], "--max-new-tokens"),
         (["--min-p", "2"], "--min-p"),
+        (["--compile", "--no-cache"], "--compile"),
+        (["--threads", "0"], "--threads"),
     ],
 )
 def test_bad_flags_exit_nonzero_with_one_paragraph_and_no_traceback(

@@ -56,3 +56,7 @@ class UsageError(PortagptError, ValueError):
 
 class TokenizerError(PortagptError, ValueError):
     """A tokenizer that cannot be built from the files at hand."""
+
+
+class CompileError(PortagptError, RuntimeError):
+    """``torch.compile`` was asked for but cannot build the model on this machine."""

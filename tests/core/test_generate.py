@@ -331,3 +331,50 @@ def test_empty_or_out_of_vocabulary_prompts_are_refused() -> None:
         generate(model, [[1, 2], []], max_new_tokens=2)
     with pytest.raises(UsageError, match=r"\[0, 61\)"):
         generate(model, [1, VOCAB], max_new_tokens=2)
+
+
+# ---- compiled decode step -------------------------------------------------------------------
+def test_compile_without_the_cache_is_refused() -> None:
+    with pytest.raises(UsageError, match="compile"):
+        generate(_model(FULL), PROMPTS[0], max_new_tokens=2, compile=True, use_cache=False)
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error() -> None:
+    import torch._inductor.config as inductor_config
+
+    from portagpt.errors import CompileError
+
+    with inductor_config.patch({"cpp.cxx": ("no-such-c++-compiler-for-portagpt",)}):
+        with pytest.raises(CompileError, match="C\\+\\+ compiler"):
+            generate(_model(FULL), PROMPTS[0], max_new_tokens=2, compile=True)
+
+
+def _compiler_available() -> bool:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+@pytest.mark.slow  # compiling takes ~30 s on 2 CPU cores
+@pytest.mark.skipif(not _compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_decode_gives_the_eager_and_uncached_ids_and_compiles_once() -> None:
+    from torch._dynamo.utils import counters
+
+    model = _model(SLIDING)  # two sliding rings that wrap, a padded batch, and the context crop
+    eager = generate(model, PROMPTS, max_new_tokens=30)
+    compiled = generate(model, PROMPTS, max_new_tokens=30, compile=True)
+    assert compiled.new_ids == eager.new_ids
+    assert compiled.new_ids == generate(model, PROMPTS, max_new_tokens=30, use_cache=False).new_ids
+    graphs = counters["stats"]["unique_graphs"]
+    again = generate(model, PROMPTS, max_new_tokens=30, compile=True)  # same shapes: reused
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert again.new_ids == eager.new_ids
+    sampled = {"max_new_tokens": 12, "temperature": 1.0, "seed": 3}
+    assert (
+        generate(model, PROMPTS, compile=True, **sampled).new_ids
+        == generate(model, PROMPTS, **sampled).new_ids
+    )

@@ -2,14 +2,18 @@
 
     portagpt generate --checkpoint DIR --prompt "Every effort moves you" \\
         [--max-new-tokens 50] [--temperature 0] [--top-k K] [--top-p P] [--min-p M] \\
-        [--seed S] [--no-cache] [--stream] [--json] [--family F] [--dtype D] [--device DEV]
+        [--seed S] [--no-cache] [--compile] [--threads N] [--stream] [--json] [--family F] \
+        [--dtype D] [--device DEV]
 
 Prints the prompt and its continuation (as chapter 5 does), then one line of
 speed on stderr. ``--stream`` prints tokens as they are decided; ``--json``
 ends stdout with one JSON object: family, prompt_ids, new_ids, text (the
 continuation), tokens_per_second (new tokens / wall seconds of the generation
 call), plus new_tokens, seconds and stopped. Generation stops at the
-tokenizer's stop tokens; the stop token is not printed.
+tokenizer's stop tokens; the stop token is not printed. ``--compile`` runs the
+cached decode steps through ``torch.compile`` (same ids; the first call spends
+time compiling, so it pays off on long generations; on CPU it needs a C++
+compiler and says so when there is none).
 """
 
 from __future__ import annotations
@@ -49,6 +53,19 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "--seed", type=int, default=None, help="seed for sampling (same seed, same text)"
     )
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decode step (slow first call; needs a C++ compiler on CPU)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for torch (default: torch's choice, one per core); 1 is faster for "
+        "small models and on a busy machine",
+    )
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.add_argument(
@@ -111,6 +128,21 @@ def run(args: argparse.Namespace) -> int:
     from ..loaders import load_full
 
     check_options(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p)
+    from ..errors import UsageError
+
+    if args.compile and args.no_cache:
+        raise UsageError(
+            "--compile compiles the cached one-token decode step, and --no-cache has none; "
+            "drop one of the two."
+        )
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(
+                f"--threads must be >= 1, got {args.threads}; leave it out for torch's default."
+            )
+        import torch
+
+        torch.set_num_threads(args.threads)
     loaded = load_full(
         args.checkpoint,
         family=args.family,
@@ -150,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_cache=not args.no_cache,
         pad_token_id=tok.pad_token_id,
+        compile=args.compile,
         callback=(lambda token: show(text_stream.push([token]))) if args.stream else None,
     )
     new_ids = result.new_ids[0]
@@ -164,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
     rate = result.tokens_per_second
     print(
         f"[{len(new_ids)} new tokens in {result.seconds:.2f} s: {rate:.1f} tokens/s, "
-        f"{loaded.family.name}, {'no cache' if args.no_cache else 'KV cache'}, "
+        f"{loaded.family.name}, {'no cache' if args.no_cache else 'KV cache'}"
+        f"{', compiled' if args.compile else ''}, "
         f"{'stopped at a stop token' if result.stopped[0] else 'reached --max-new-tokens'}]",
         file=sys.stderr,
     )

@@ -34,7 +34,15 @@ def attend(
     ``mask`` is boolean, True = may attend, broadcastable to (B, H, Tq, Tk).
     """
     B, H, Tq, D = q.shape
-    groups = H // k.shape[1]
+    Hkv = k.shape[1]
+    groups = H // Hkv
+    if softcap is None and Tq == 1 and groups > 1:
+        # decode: SDPA shares each KV head among its query heads itself (no repeat_kv copy of
+        # the whole cache per step). Measured on 2 busy CPU cores, this stays ~4x faster than
+        # folding the query heads into rows of one (B, Hkv, G, hd) query, whose small GEMMs
+        # stall on contended threads; on one thread the two cost the same.
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+        return out.transpose(1, 2).reshape(B, Tq, H * D)
     k, v = repeat_kv(k, groups), repeat_kv(v, groups)
     if softcap is None:
         out = F.scaled_dot_product_attention(

@@ -17,6 +17,13 @@ layer calls ``ctx.attend_kv(layer_idx, k, v)`` to store its new keys/values and
 get back what to attend over. Without a cache the same call just returns the
 keys it was given with a causal (and, if needed, sliding) mask, so training and
 decoding share one code path.
+
+The steady-state decode step (one new token per row, no new mask) takes a fast
+path whose Python work and allocations do not grow with the context: RoPE
+positions are a slice of a table the cache keeps, keys/values are a slice of
+the preallocated buffers, and no mask is built unless left padding is still in
+reach (then it is a slice of the cache's padding mask, or, for a full sliding
+ring, one gather over the window).
 """
 
 from __future__ import annotations
@@ -57,7 +64,19 @@ class KVCache:
     """All layers' caches plus the bookkeeping shared by every layer.
 
     ``length`` counts positions already written (padding included); ``key_valid``
-    (B, max_len) marks real tokens, for left-padded batches.
+    (B, max_len) marks real tokens, for left-padded batches. ``positions``
+    (B, max_len) is the RoPE position of every slot (padding skipped), assuming
+    the tokens still to come are real; ``pad_end`` is the first position from
+    which every key is real (0: no padding).
+
+    Positions are always written left to right, so which position a sliding
+    ring's slot holds follows from ``length`` alone (:meth:`held_positions`).
+
+    ``length_t`` is for compiled decoding (``torch.compile`` wants shapes and
+    Python values that do not change from step to step): while it is set, a
+    one-token step without a mask reads its position from this (1,) tensor,
+    writes with ``index_copy_``, attends over every slot with a mask, and
+    advances nothing; the caller keeps ``length`` and ``length_t`` in step.
     """
 
     layers: list[LayerCache]
@@ -65,8 +84,11 @@ class KVCache:
     batch: int
     length: int = 0
     key_valid: torch.Tensor | None = None  # (B, max_len) bool, None = no padding
-    # absolute position held by each slot of each distinct window size (-1: empty)
-    slot_pos: dict[int, torch.Tensor] = field(default_factory=dict)
+    positions: torch.Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
+    pad_end: int = 0
+    # slots per distinct window (None: full layers), for the decode fast path
+    kinds: dict[int | None, int] = field(default_factory=dict)
+    length_t: torch.Tensor | None = None  # (1,) long: the position of a compiled decode step
 
     @property
     def device(self) -> torch.device:
@@ -75,8 +97,30 @@ class KVCache:
     def reset(self) -> None:
         self.length = 0
         self.key_valid = None
-        for pos in self.slot_pos.values():
-            pos.fill_(-1)
+        self.pad_end = 0
+        self.positions = _arange_positions(self.batch, self.max_len, self.device)
+
+    def held_positions(self, slots: int) -> torch.Tensor:
+        """(slots,) absolute position held by each slot of a ring of ``slots`` (-1: empty)."""
+        last = self.length - 1
+        slot = torch.arange(slots, device=self.device)
+        held = last - (last - slot).remainder(slots)
+        return held.masked_fill(held < 0, -1)
+
+    def set_key_valid(self, key_valid: torch.Tensor, end: int) -> None:
+        """Record which of the first ``end`` positions are real tokens (the rest count as real)."""
+        if self.key_valid is None:
+            self.key_valid = torch.ones(
+                self.batch, self.max_len, dtype=torch.bool, device=key_valid.device
+            )
+        self.key_valid[:, :end] = key_valid
+        self.positions = (self.key_valid.long().cumsum(-1) - 1).clamp(min=0)
+        padding = (~self.key_valid).any(0).nonzero()
+        self.pad_end = int(padding[-1]) + 1 if len(padding) else 0
+
+
+def _arange_positions(batch: int, max_len: int, device: torch.device | str) -> torch.Tensor:
+    return torch.arange(max_len, device=device).expand(batch, max_len)
 
 
 def make_cache(
@@ -89,9 +133,8 @@ def make_cache(
     """Preallocate a cache for ``batch`` sequences of up to ``max_len`` positions."""
     layers = [LayerCache(s, batch, max_len, dtype, device) for s in specs]
     cache = KVCache(layers=layers, max_len=max_len, batch=batch)
-    for layer in layers:
-        if layer.spec.window and layer.slots not in cache.slot_pos:
-            cache.slot_pos[layer.slots] = torch.full((layer.slots,), -1, dtype=torch.long, device=device)
+    cache.positions = _arange_positions(batch, max_len, device)
+    cache.kinds = {layer.spec.window: layer.slots for layer in layers}
     return cache
 
 
@@ -116,9 +159,19 @@ class AttentionContext:
         self.specs = specs
         self.cache = cache
         self.T = seq_len
+        self._static: dict[int | None, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._decode: dict[int | None, tuple[int, int, torch.Tensor | None]] | None = None
+        if cache is not None and cache.length_t is not None and seq_len == 1:
+            if attention_mask is None:
+                self._init_static(cache, cache.length_t)
+                return
         start = cache.length if cache is not None else 0
         self.start = start
         end = start + seq_len
+        if cache is not None and seq_len == 1 and start > 0 and end <= cache.max_len:
+            if attention_mask is None:
+                self._init_decode(cache, start)
+                return
         if cache is not None and end > cache.max_len:
             from ..errors import UsageError
 
@@ -147,11 +200,8 @@ class AttentionContext:
                 [cache.key_valid[:, :start], torch.ones(batch, seq_len, dtype=torch.bool, device=device)],
                 dim=1,
             )
-        if cache is not None:
-            if key_valid is not None:
-                if cache.key_valid is None:
-                    cache.key_valid = torch.ones(batch, cache.max_len, dtype=torch.bool, device=device)
-                cache.key_valid[:, :end] = key_valid
+        if cache is not None and key_valid is not None:
+            cache.set_key_valid(key_valid, end)
         self.key_valid = key_valid
 
         # RoPE positions: count of real tokens before each position.
@@ -166,6 +216,53 @@ class AttentionContext:
         for window in {s.window for s in specs}:
             self._masks[window] = self._build_mask(window)
 
+    def _init_decode(self, cache: KVCache, start: int) -> None:
+        """One new token per row: per layer kind, where to write it, how many slots to read, and
+        the mask (None unless left padding is still in reach)."""
+        end = start + 1
+        self.positions = cache.positions[:, start:end]  # (B, 1)
+        self.key_valid = cache.key_valid
+        valid = cache.key_valid
+        plans: dict[int | None, tuple[int, int, torch.Tensor | None]] = {}
+        for window, slots in cache.kinds.items():
+            if window is None or end <= slots:
+                # slots 0..start hold positions 0..start, all within reach of the query
+                mask = None if valid is None else valid[:, None, None, :end]
+                plans[window] = (start, end, mask)
+            else:
+                # a full ring: slots hold positions start - slots + 1 .. start, all in the window
+                mask = None
+                if valid is not None and start - slots + 1 < cache.pad_end:
+                    held = cache.held_positions(slots)
+                    held[start % slots] = start
+                    mask = valid[:, held][:, None, None, :]
+                plans[window] = (start % slots, slots, mask)
+        self._decode = plans
+
+    def _init_static(self, cache: KVCache, pos: torch.Tensor) -> None:
+        """One new token per row at position ``pos`` (a (1,) tensor), with shapes and Python
+        state that are the same every step: what ``torch.compile`` can trace once."""
+        self.start = -1  # unknown to Python; finish() leaves the bookkeeping to the caller
+        self.positions = cache.positions.index_select(1, pos)  # (B, 1)
+        self.key_valid = valid = cache.key_valid
+        plans: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
+        for window, slots in cache.kinds.items():
+            slot = torch.arange(slots, device=pos.device)
+            if window is None:
+                at, held = pos, slot  # slot i holds position i
+            else:
+                at = pos.remainder(slots)
+                held = pos - (pos - slot).remainder(slots)  # after this step's write
+            allowed = (held >= 0) & (held <= pos)  # (slots,)
+            if valid is None:
+                mask = allowed[None, None, None, :]
+            else:
+                mask = allowed[None, None, None, :] & valid[:, None, None, :].index_select(
+                    3, held.clamp(min=0)
+                )
+            plans[window] = (at, mask)
+        self._static = plans
+
     # ---- masks --------------------------------------------------------------
     def _key_positions(self, window: int | None) -> torch.Tensor:
         """Absolute positions of the keys a layer of this kind attends over, in order."""
@@ -176,9 +273,9 @@ class AttentionContext:
         if window is None:
             return torch.arange(0, self.start + self.T, device=new.device)
         slots = min(window, cache.max_len)
-        held = cache.slot_pos[slots]
         if self.start == 0:
             return new  # first prefill: only the new keys
+        held = cache.held_positions(slots)
         if self.T == 1:
             # the new key overwrites slot pos % slots, then all slots are attended over
             keys = held.clone()
@@ -213,6 +310,18 @@ class AttentionContext:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
         """Store this layer's new (B, Hkv, T, hd) keys/values; return (keys, values, mask, is_causal)."""
         window = self.specs[layer_idx].window
+        if self._static is not None:
+            at, smask = self._static[window]
+            lc = self.cache.layers[layer_idx]  # type: ignore[union-attr]
+            lc.k.index_copy_(2, at, k)
+            lc.v.index_copy_(2, at, v)
+            return lc.k, lc.v, smask, False
+        if self._decode is not None:
+            at, n, dmask = self._decode[window]
+            lc = self.cache.layers[layer_idx]  # type: ignore[union-attr]
+            lc.k[:, :, at : at + 1] = k
+            lc.v[:, :, at : at + 1] = v
+            return lc.k[:, :, :n], lc.v[:, :, :n], dmask, False
         mask, causal = self._masks[window]
         cache = self.cache
         if cache is None:
@@ -242,15 +351,8 @@ class AttentionContext:
 
     def finish(self) -> None:
         """Advance the cache after all layers ran (called by the model at the end of forward)."""
-        cache = self.cache
-        if cache is None:
-            return
-        start, end = self.start, self.start + self.T
-        for slots, held in cache.slot_pos.items():
-            keep = min(self.T, slots)
-            pos = torch.arange(end - keep, end, device=held.device)
-            held[pos % slots] = pos
-        cache.length = end
+        if self.cache is not None and self._static is None:
+            self.cache.length = self.start + self.T
 
 
 def attention_context(

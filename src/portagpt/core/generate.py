@@ -23,6 +23,13 @@ How a call goes:
   says the row ended that way. A finished row emits ``pad_token_id`` from the
   step it sampled its stop token on; generation ends when every row finished.
 
+``compile=True`` runs the one-token decode steps through ``torch.compile``
+(prefill and the cropped-context steps stay eager): the cache is then read
+through its fixed-shape form (``KVCache.length_t``: every slot, with a mask),
+so the step compiles once and is reused by later calls with the same batch
+size and cache length. The compiled step computes the same logits up to
+rounding (fused kernels), so greedy ids match the eager ones.
+
 Sampling draws with the exponential-race trick (argmax of ``probs / Exp(1)``
 noise), which takes the same B x vocab random numbers every step whatever the
 distribution looks like; with ``seed`` set, a private ``torch.Generator`` makes
@@ -39,7 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import CompileError, UsageError
 from .cache import KVCache, make_cache
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
@@ -208,6 +215,46 @@ def _model_place(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+# ---- compiled decode step ----------------------------------------------------------------
+_COMPILED = "_portagpt_compiled_forward"  # where a model keeps its compiled forward
+
+
+def compiled_forward(model: nn.Module, device: torch.device) -> Callable[..., torch.Tensor]:
+    """``torch.compile(model.forward)``, made once per model and kept on it (not in its state).
+
+    Raises CompileError when the compiler toolchain is missing (on CPU, inductor
+    builds C++ and needs a compiler such as g++).
+    """
+    fn = model.__dict__.get(_COMPILED)
+    if fn is not None:
+        return fn
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception as exc:  # noqa: BLE001 - any failure means: no usable C++ compiler
+            raise CompileError(
+                "compile=True (--compile) needs a C++ compiler on CPU: torch.compile's inductor "
+                f"backend builds C++ kernels, and it found none ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}). "
+                "Install one (e.g. `apt-get install g++`, or set CXX to a compiler), or run "
+                "without compile=True / --compile: the output is the same, only slower."
+            ) from exc
+    fn = torch.compile(model.forward, dynamic=False)
+    model.__dict__[_COMPILED] = fn
+    return fn
+
+
+def _compile_failed(exc: Exception) -> CompileError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CompileError(
+        f"torch.compile could not build this model's decode step ({type(exc).__name__}: "
+        f"{first[:300]}). Run without compile=True / --compile: the output is the same, only "
+        "slower; if the message names the C++ compiler, install one (e.g. g++) or set CXX."
+    )
+
+
 # ---- the loop -----------------------------------------------------------------------
 class _Run:
     """State of one generation call; every tensor is made and used under inference mode."""
@@ -222,9 +269,13 @@ class _Run:
         context_length: int,
         pad_token_id: int,
         stop_token_ids: tuple[int, ...],
+        compile: bool = False,
     ) -> None:
         self.model = model
         device, dtype = _model_place(model)
+        self.step: Callable[..., torch.Tensor] | None = (
+            compiled_forward(model, device) if compile and use_cache else None
+        )
         B, P = len(rows), max(len(r) for r in rows)
         self.B, self.P, self.ctx = B, P, context_length
         self.pad = pad_token_id
@@ -258,12 +309,31 @@ class _Run:
                 x, mask = self.seq[:, :hi], (self.real[:, :hi] if self.padded else None)
             else:
                 x, mask = self.seq[:, hi - 1 : hi], None  # the cache knows the padding
+            if t > 0 and self.step is not None:
+                return self._compiled_logits(x)
             out = self.model(x, cache=self.cache, attention_mask=mask, logits_to_keep=1)
         else:
             self.cache = None  # past the context (or no cache): recompute the cropped window
             lo = max(0, hi - self.ctx)
             mask = self.real[:, lo:hi] if self.padded else None
             out = self.model(self.seq[:, lo:hi], attention_mask=mask, logits_to_keep=1)
+        return out[:, -1]
+
+    def _compiled_logits(self, x: torch.Tensor) -> torch.Tensor:
+        cache = self.cache
+        assert cache is not None and self.step is not None
+        if cache.length_t is None:
+            cache.length_t = torch.zeros(1, dtype=torch.long, device=x.device)
+        cache.length_t.fill_(cache.length)
+        try:
+            out = self.step(x, cache=cache, attention_mask=None, logits_to_keep=1)
+        except CompileError:
+            raise
+        except Exception as exc:
+            if _is_compile_error(exc):
+                raise _compile_failed(exc) from exc
+            raise
+        cache.length += 1
         return out[:, -1]
 
     @torch.inference_mode()
@@ -285,6 +355,17 @@ class _Run:
         return [self.seq[r, self.P : self.P + n].tolist() for r, n in enumerate(counts)]
 
 
+def _is_compile_error(exc: Exception) -> bool:
+    """Whether ``exc`` comes from torch.compile's machinery rather than from the model."""
+    import subprocess
+
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(exc, (TorchDynamoException, subprocess.CalledProcessError)) or type(
+        exc
+    ).__module__.startswith(("torch._inductor", "torch._dynamo"))
+
+
 def stream(
     model: nn.Module,
     input_ids: Prompt,
@@ -300,6 +381,7 @@ def stream(
     context_length: int | None = None,
     pad_token_id: int | None = None,
     attention_mask: torch.Tensor | None = None,
+    compile: bool = False,
 ) -> Generator[Any, None, GenerationResult]:
     """Generate token by token; yields as each step is decided, returns a GenerationResult.
 
@@ -310,6 +392,11 @@ def stream(
     Arguments are those of :func:`generate`.
     """
     check_options(max_new_tokens, temperature, top_k, top_p, min_p)
+    if compile and not use_cache:
+        raise UsageError(
+            "compile=True (--compile) compiles the cached one-token decode step, and "
+            "use_cache=False (--no-cache) has none; drop one of the two."
+        )
     stops = (
         (stop_token_ids,)
         if isinstance(stop_token_ids, int)
@@ -337,7 +424,7 @@ def stream(
     was_training = model.training
     model.eval()
     try:
-        run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops)
+        run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops, compile)
         for t in range(max_new_tokens):
             with torch.inference_mode():
                 nxt = next_token(run.logits(t), temperature, top_k, top_p, min_p, generator)
@@ -376,6 +463,7 @@ def generate(
     pad_token_id: int | None = None,
     attention_mask: torch.Tensor | None = None,
     callback: Callable[[Any], None] | None = None,
+    compile: bool = False,
 ) -> GenerationResult:
     """Continue each prompt by up to ``max_new_tokens`` ids.
 
@@ -387,7 +475,9 @@ def generate(
     (None: torch's global RNG). ``context_length`` (default: the model's) crops
     the context to its last N tokens. ``use_cache=False`` recomputes the whole
     context each step (same ids, slower). ``callback`` receives what
-    :func:`stream` yields, as it is produced.
+    :func:`stream` yields, as it is produced. ``compile=True`` runs the cached
+    one-token steps through ``torch.compile`` (slow first call; raises
+    CompileError when the compiler toolchain is missing).
     """
     gen = stream(
         model,
@@ -403,6 +493,7 @@ def generate(
         context_length=context_length,
         pad_token_id=pad_token_id,
         attention_mask=attention_mask,
+        compile=compile,
     )
     while True:
         try:

@@ -59,7 +59,8 @@ class MultiHeadAttention(nn.Module):
         k = self.W_key(x).view(shape).transpose(1, 2)
         v = self.W_value(x).view(shape).transpose(1, 2)
         k, v, mask, causal = ctx.attend_kv(idx, k, v)
-        return self.dropout(self.out_proj(attend(q, k, v, mask, causal)))
+        out = self.out_proj(attend(q, k, v, mask, causal))
+        return self.dropout(out) if self.training else out  # eval dropout is the identity
 
 
 class FeedForward(nn.Module):
@@ -92,6 +93,9 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext, idx: int) -> torch.Tensor:
+        if not self.training:  # eval dropout is the identity: skip the calls (decode speed)
+            x = x + self.att(self.norm1(x), ctx, idx)
+            return x + self.ff(self.norm2(x))
         x = x + self.drop_shortcut(self.att(self.norm1(x), ctx, idx))
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
@@ -126,7 +130,9 @@ class GPT2Model(nn.Module):
         logits_to_keep: int = 0,
     ) -> torch.Tensor:
         ctx = attention_context(self.layer_specs, input_ids, cache, attention_mask)
-        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(ctx.positions))  # (B, T, d)
+        x = self.tok_emb(input_ids) + self.pos_emb(ctx.positions)  # (B, T, d)
+        if self.training:
+            x = self.drop_emb(x)
         for i, block in enumerate(self.trf_blocks):
             x = block(x, ctx, i)
         ctx.finish()

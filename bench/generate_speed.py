@@ -1,0 +1,299 @@
+"""Decode speed: portagpt's generation harness against transformers ``generate``, side by side.
+
+Each model is built once with transformers (``AutoModelForCausalLM.from_config``,
+seeded, every tensor perturbed), saved with ``save_pretrained`` to a temporary
+folder, and both sides load that folder: ``portagpt.load`` and
+``AutoModelForCausalLM.from_pretrained``. Same prompt (16 random ids), batch 1,
+greedy, fp32, CPU, 128 new tokens (no stop token). Timed: the whole
+generation call (prefill + 128 steps), best of ``--runs`` after one warm-up,
+the two sides alternating. tokens/s = new tokens / seconds.
+
+Models:
+
+* ``tiny``  -- GPT-2, 2 layers, 64 wide, vocabulary 512: per-step overhead dominates;
+* ``124M``  -- GPT-2 small's config (50,257 vocabulary, tied head), random weights;
+* ``270M``  -- Gemma 3 270M's config (262,144 vocabulary, tied head, 5:1 sliding/global).
+
+The roofline: decoding one token at batch 1 reads every weight matrix once
+(the tied embedding once, as the head; an untied input embedding only one row),
+so a token cannot take less than ``weight bytes / memory bandwidth``. The
+bandwidth is measured here, in the same process, as the best effective rate of
+a 4096 x 16384 fp32 matrix-vector product (256 MiB, far past the caches).
+"share of roofline" = measured tokens/s / (bandwidth / weight bytes per token).
+
+The KV-cache figure decodes 256 new tokens on the GPT-2 124M model with
+portagpt's cache and with ``use_cache=False`` (the whole context recomputed
+every step).
+
+    python bench/generate_speed.py                       # all three models + the KV-cache figure
+    python bench/generate_speed.py --models tiny --runs 5 --no-kv
+    python bench/generate_speed.py --compile             # also time generate(..., compile=True)
+
+The machine's load average is printed next to the figures: other processes
+share the CPU, so compare the two sides of one run, not runs taken at
+different times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+PROMPT_LEN = 16
+
+
+# ---- the machine ----------------------------------------------------------------------------
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def gemv_bandwidth(rows: int = 4096, cols: int = 16384, repeats: int = 20) -> float:
+    """Best effective bytes/s of ``W @ x`` for a (rows, cols) fp32 W: W's bytes / time."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(rows, cols, generator=gen)
+    x = torch.randn(cols, generator=gen)
+    y = torch.empty(rows)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mv(w, x, out=y)
+            best = min(best, time.perf_counter() - t0)
+    return w.numel() * w.element_size() / best
+
+
+# ---- the models -------------------------------------------------------------------------------
+def hf_config(name: str):  # noqa: ANN201 - a transformers config
+    from transformers import AutoConfig
+
+    from portagpt.families.gemma3.config import PRESETS as GEMMA3
+    from portagpt.families.gemma3.config import config_to_hf as gemma3_to_hf
+    from portagpt.families.gpt2.config import PRESETS as GPT2
+    from portagpt.families.gpt2.config import GPT2Config
+    from portagpt.families.gpt2.config import config_to_hf as gpt2_to_hf
+
+    if name == "tiny":
+        d = gpt2_to_hf(
+            GPT2Config(vocab_size=512, context_length=256, emb_dim=64, n_heads=4, n_layers=2)
+        )
+    elif name == "124M":
+        d = gpt2_to_hf(GPT2["124M"].config)
+    elif name == "270M":
+        d = gemma3_to_hf(GEMMA3["270M"].config)
+    else:
+        raise SystemExit(f"unknown model {name!r}: choose tiny, 124M, 270M")
+    d = dict(d)
+    model_type = d.pop("model_type")
+    return AutoConfig.for_model(model_type, **d)
+
+
+def write_checkpoint(name: str, folder: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from portagpt.smoke_tests.reference import perturb_
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(hf_config(name), dtype=torch.float32)
+    perturb_(model, seed=0, scale=0.02)
+    model.save_pretrained(folder)
+    del model
+    gc.collect()
+
+
+def weight_bytes_per_token(model: torch.nn.Module) -> int:
+    """Bytes of the weights one batch-1 decode step reads: every distinct parameter once, except
+    embedding tables that are only looked up (one row each), not used as the output head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_weight = head.weight if head is not None else None
+    lookups = set()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Embedding) and mod.weight is not head_weight:
+            lookups.add(id(mod.weight))
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():  # parameters() yields a tied tensor once
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if id(p) in lookups:
+            total += p.shape[-1] * p.element_size()
+        else:
+            total += p.numel() * p.element_size()
+    return total
+
+
+# ---- timing --------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    best: float  # seconds of the best run
+    ids: list[int]
+
+
+def best_of(fn: Callable[[], list[int]], runs: int) -> Timing:
+    best, ids = float("inf"), []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        ids = fn()
+        best = min(best, time.perf_counter() - t0)
+    return Timing(best, ids)
+
+
+def side_by_side(fns: dict[str, Callable[[], list[int]]], runs: int) -> dict[str, Timing]:
+    """Warm each up once, then alternate them ``runs`` times; best time of each."""
+    for fn in fns.values():
+        fn()
+    out = {name: Timing(float("inf"), []) for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t = best_of(fn, 1)
+            if t.best < out[name].best:
+                out[name] = t
+    return out
+
+
+def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
+    from transformers import AutoModelForCausalLM
+
+    import portagpt
+    from portagpt.core.generate import generate
+
+    n_new = args.new_tokens
+    with tempfile.TemporaryDirectory(prefix=f"portagpt-bench-{name}-") as folder:
+        t0 = time.perf_counter()
+        write_checkpoint(name, folder)
+        t_write = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ours, _ = portagpt.load(folder, dtype="float32", tokenizer=False)
+        t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        theirs = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+        t_theirs = time.perf_counter() - t0
+    theirs.generation_config.eos_token_id = None  # run to max_new_tokens on both sides
+    vocab = theirs.config.get_text_config().vocab_size
+    prompt = torch.randint(0, vocab, (1, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
+    prompt_list = prompt[0].tolist()
+
+    def run_theirs() -> list[int]:
+        with torch.inference_mode():
+            out = theirs.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=n_new,
+                min_new_tokens=n_new,
+                do_sample=False,
+                pad_token_id=0,
+            )
+        return out[0, PROMPT_LEN:].tolist()
+
+    def run_ours(compile: bool = False) -> list[int]:
+        kw = {"compile": True} if compile else {}
+        return generate(ours, prompt_list, max_new_tokens=n_new, **kw).new_ids[0]
+
+    fns: dict[str, Callable[[], list[int]]] = {"portagpt": run_ours, "transformers": run_theirs}
+    compile_warm = None
+    if args.compile:
+        t0 = time.perf_counter()
+        run_ours(compile=True)
+        compile_warm = time.perf_counter() - t0
+        fns["portagpt compile"] = lambda: run_ours(compile=True)
+    timings = side_by_side(fns, args.runs)
+    wbytes = weight_bytes_per_token(theirs)
+    roof = bandwidth / wbytes  # tokens/s if only weight reads counted
+    tps = {k: n_new / t.best for k, t in timings.items()}
+    same = timings["portagpt"].ids == timings["transformers"].ids
+    print(
+        f"\n[{name}] {sum(p.numel() for p in theirs.parameters()) / 1e6:.1f}M parameters, "
+        f"{wbytes / 2**20:.1f} MiB of weights read per token; "
+        f"write {t_write:.1f} s, load: portagpt {t_ours:.2f} s, transformers {t_theirs:.2f} s"
+    )
+    print(f"  roofline at {bandwidth / 1e9:.2f} GB/s: {roof:.1f} tokens/s")
+    for k, v in tps.items():
+        ratio = v / tps["transformers"]
+        print(
+            f"  {k:<18} {v:8.1f} tokens/s  x{ratio:5.2f} vs transformers  "
+            f"{100 * v / roof:5.1f} % of roofline"
+        )
+    if compile_warm is not None:
+        print(f"  compile warm-up (first call): {compile_warm:.1f} s")
+        same_c = timings["portagpt compile"].ids == timings["portagpt"].ids
+        print(f"  compiled ids == eager ids: {'yes' if same_c else 'NO'}")
+    print(f"  same greedy ids as transformers: {'yes' if same else 'NO'}")
+    print(f"  load average: {load_average()}")
+
+
+def bench_kv_cache(args: argparse.Namespace) -> None:
+    import portagpt
+    from portagpt.core.generate import generate
+
+    n_new = args.kv_new_tokens
+    with tempfile.TemporaryDirectory(prefix="portagpt-bench-kv-") as folder:
+        write_checkpoint("124M", folder)
+        model, _ = portagpt.load(folder, dtype="float32", tokenizer=False)
+    prompt = torch.randint(0, 50257, (PROMPT_LEN,), generator=torch.Generator().manual_seed(1))
+    prompt_list = prompt.tolist()
+
+    def run(use_cache: bool) -> list[int]:
+        return generate(model, prompt_list, max_new_tokens=n_new, use_cache=use_cache).new_ids[0]
+
+    cached = best_of(run_cached := (lambda: run(True)), 1)  # warm-up
+    cached = best_of(run_cached, args.runs)
+    uncached = best_of(lambda: run(False), 1)  # slow: one run
+    a, b = n_new / cached.best, n_new / uncached.best
+    print(f"\n[KV cache, GPT-2 124M, {n_new} new tokens after {PROMPT_LEN}]")
+    print(f"  KV cache   {a:8.1f} tokens/s")
+    print(f"  no cache   {b:8.1f} tokens/s")
+    print(f"  ratio      x{a / b:.1f}; same ids: {'yes' if cached.ids == uncached.ids else 'NO'}")
+    print(f"  load average: {load_average()}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--models", default="tiny,124M,270M", help="comma-separated: tiny,124M,270M")
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--runs", type=int, default=3, help="timed runs per side (best is kept)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--compile", action="store_true", help="also time generate(..., compile=True)")
+    p.add_argument("--no-kv", action="store_true", help="skip the KV cache vs no cache figure")
+    p.add_argument("--kv-new-tokens", type=int, default=256)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    import transformers
+
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads; load average {load_average()}"
+    )
+    bandwidth = gemv_bandwidth()
+    print(f"GEMV 4096x16384 fp32 (256 MiB): best {bandwidth / 1e9:.2f} GB/s")
+    for name in args.models.split(","):
+        bench_model(name.strip(), args, bandwidth)
+        gc.collect()  # the models of one size are gone before the next is built
+    if not args.no_kv:
+        bench_kv_cache(args)
+    print(
+        f"\nGEMV bandwidth re-measured at the end: {gemv_bandwidth() / 1e9:.2f} GB/s; "
+        f"load average {load_average()}"
+    )
+
+
+if __name__ == "__main__":
+    main()
