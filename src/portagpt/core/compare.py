@@ -62,8 +62,8 @@ LN2 = math.log(2.0)
 class CompareSettings:
     """The conditions shared by every family of one comparison."""
 
-    tokens: int = 24_576  # training tokens each family sees
-    context_length: int = 128
+    tokens: int = 12_288  # training tokens each family sees (48 steps of 4 x 64)
+    context_length: int = 64
     batch_size: int = 4
     lr: float = 1e-3
     weight_decay: float = 0.1
