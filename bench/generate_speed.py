@@ -170,7 +170,7 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
     from transformers import AutoModelForCausalLM
 
     import portagpt
-    from portagpt.core.generate import generate
+    from portagpt.core.generate import generate, step_threads
 
     n_new = args.new_tokens
     with tempfile.TemporaryDirectory(prefix=f"portagpt-bench-{name}-") as folder:
@@ -204,18 +204,26 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
         kw = {"compile": True} if compile else {}
         return generate(ours, prompt_list, max_new_tokens=n_new, **kw).new_ids[0]
 
-    fns: dict[str, Callable[[], list[int]]] = {"portagpt": run_ours, "transformers": run_theirs}
+    default = torch.get_num_threads()
+    ours_threads = step_threads(ours, torch.device("cpu"), None) or default
+    ref = f"transformers ({default} thr)"
+    fns: dict[str, Callable[[], list[int]]] = {
+        f"portagpt ({ours_threads} thr)": run_ours,
+        ref: run_theirs,
+    }
+    if ours_threads != default:  # the same thread count as portagpt's steps, for comparison
+        fns[f"transformers ({ours_threads} thr)"] = with_threads(ours_threads, run_theirs)
     compile_warm = None
     if args.compile:
         t0 = time.perf_counter()
         run_ours(compile=True)
         compile_warm = time.perf_counter() - t0
-        fns["portagpt compile"] = lambda: run_ours(compile=True)
+        fns[f"portagpt compile ({ours_threads} thr)"] = lambda: run_ours(compile=True)
     timings = side_by_side(fns, args.runs)
     wbytes = weight_bytes_per_token(theirs)
     roof = bandwidth / wbytes  # tokens/s if only weight reads counted
     tps = {k: n_new / t.best for k, t in timings.items()}
-    same = timings["portagpt"].ids == timings["transformers"].ids
+    same = all(t.ids == timings[ref].ids for t in timings.values())
     print(
         f"\n[{name}] {sum(p.numel() for p in theirs.parameters()) / 1e6:.1f}M parameters, "
         f"{wbytes / 2**20:.1f} MiB of weights read per token; "
@@ -223,17 +231,35 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
     )
     print(f"  roofline at {bandwidth / 1e9:.2f} GB/s: {roof:.1f} tokens/s")
     for k, v in tps.items():
-        ratio = v / tps["transformers"]
         print(
-            f"  {k:<18} {v:8.1f} tokens/s  x{ratio:5.2f} vs transformers  "
+            f"  {k:<27} {v:8.1f} tokens/s  x{v / tps[ref]:5.2f} vs {ref}  "
             f"{100 * v / roof:5.1f} % of roofline"
         )
     if compile_warm is not None:
-        print(f"  compile warm-up (first call): {compile_warm:.1f} s")
-        same_c = timings["portagpt compile"].ids == timings["portagpt"].ids
-        print(f"  compiled ids == eager ids: {'yes' if same_c else 'NO'}")
-    print(f"  same greedy ids as transformers: {'yes' if same else 'NO'}")
+        print(f"  compile warm-up (first call, compiling included): {compile_warm:.1f} s")
+    print(
+        f"  same greedy ids on every row (portagpt eager{', compiled' if args.compile else ''}"
+        f" and transformers): {'yes' if same else 'NO'}"
+    )
+    if not same:
+        for k, t in timings.items():
+            diff = [
+                i for i, (a, b) in enumerate(zip(t.ids, timings[ref].ids, strict=True)) if a != b
+            ]
+            print(f"    {k}: first step differing from {ref}: {diff[0] if diff else None}")
     print(f"  load average: {load_average()}")
+
+
+def with_threads(n: int, fn: Callable[[], list[int]]) -> Callable[[], list[int]]:
+    def run() -> list[int]:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+
+    return run
 
 
 def bench_kv_cache(args: argparse.Namespace) -> None:

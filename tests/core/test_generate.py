@@ -316,6 +316,7 @@ def test_generation_restores_training_mode_and_leaves_grad_mode_alone(model: GPT
         ({"max_new_tokens": 3, "top_p": 1.2}, "top_p"),
         ({"max_new_tokens": 3, "min_p": -1.0}, "min_p"),
         ({"max_new_tokens": 3, "context_length": CONTEXT + 1}, "context_length"),
+        ({"max_new_tokens": 3, "threads": 0}, "threads"),
     ],
 )
 def test_nonsense_options_raise_usage_errors_naming_the_option(kwargs: dict, match: str) -> None:
@@ -331,6 +332,27 @@ def test_empty_or_out_of_vocabulary_prompts_are_refused() -> None:
         generate(model, [[1, 2], []], max_new_tokens=2)
     with pytest.raises(UsageError, match=r"\[0, 61\)"):
         generate(model, [1, VOCAB], max_new_tokens=2)
+
+
+# ---- threads ------------------------------------------------------------------------------------
+def test_steps_of_a_small_model_run_on_one_thread_and_the_setting_is_restored_between_steps(
+    model: GPT2Model,
+) -> None:
+    seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)
+    try:
+        gen = stream(model, PROMPTS[0], max_new_tokens=4)
+        next(gen)
+        assert torch.get_num_threads() == 2  # between yields: the caller's setting
+        list(gen)
+        assert seen == [1] * 4 and torch.get_num_threads() == 2
+        seen.clear()
+        generate(model, PROMPTS[0], max_new_tokens=3, threads=2)
+        assert seen == [2] * 3
+    finally:
+        hook.remove()
+        torch.set_num_threads(1)
 
 
 # ---- compiled decode step -------------------------------------------------------------------

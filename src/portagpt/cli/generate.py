@@ -63,8 +63,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         type=int,
         default=None,
         metavar="N",
-        help="CPU threads for torch (default: torch's choice, one per core); 1 is faster for "
-        "small models and on a busy machine",
+        help="torch threads for the generation steps (default: 1 for models under 16 MiB of "
+        "weights on CPU, else torch's choice); 1 is faster on a busy machine",
     )
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
@@ -135,14 +135,11 @@ def run(args: argparse.Namespace) -> int:
             "--compile compiles the cached one-token decode step, and --no-cache has none; "
             "drop one of the two."
         )
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(
-                f"--threads must be >= 1, got {args.threads}; leave it out for torch's default."
-            )
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(
+            f"--threads must be >= 1, got {args.threads}; leave it out to let portagpt choose "
+            "(one thread for small models on CPU, torch's default otherwise)."
+        )
     loaded = load_full(
         args.checkpoint,
         family=args.family,
@@ -183,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         pad_token_id=tok.pad_token_id,
         compile=args.compile,
+        threads=args.threads,
         callback=(lambda token: show(text_stream.push([token]))) if args.stream else None,
     )
     new_ids = result.new_ids[0]

@@ -30,6 +30,13 @@ so the step compiles once and is reused by later calls with the same batch
 size and cache length. The compiled step computes the same logits up to
 rounding (fused kernels), so greedy ids match the eager ones.
 
+On CPU, models under ``SMALL_MODEL_BYTES`` of weights decode on one thread
+(``threads=None``): their steps are a few microseconds of arithmetic per op,
+and handing each op to a second thread costs more than it saves (on a busy
+machine, a thread that is not scheduled stalls every op). ``threads=N`` sets
+the count for the steps explicitly; torch's own setting is restored between
+steps, so code running between streamed tokens never sees the change.
+
 Sampling draws with the exponential-race trick (argmax of ``probs / Exp(1)``
 noise), which takes the same B x vocab random numbers every step whatever the
 distribution looks like; with ``seed`` set, a private ``torch.Generator`` makes
@@ -215,6 +222,46 @@ def _model_place(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, dtype
 
 
+# ---- threads ------------------------------------------------------------------------------
+SMALL_MODEL_BYTES = 16 * 2**20  # below this, one CPU thread decodes faster than several
+
+
+def _weight_bytes(model: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def step_threads(model: nn.Module, device: torch.device, threads: int | None) -> int | None:
+    """Threads for each generation step: ``threads`` if given; on CPU one for a small model;
+    else None (torch's setting)."""
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise UsageError(
+                f"threads (--threads) must be a whole number >= 1, got {threads!r}; leave it "
+                "out to let portagpt choose (one thread for small models on CPU)."
+            )
+        return threads
+    if device.type == "cpu" and _weight_bytes(model) < SMALL_MODEL_BYTES:
+        return 1
+    return None
+
+
+class _Threads:
+    """Use ``n`` torch threads inside the block (None: leave them), restoring the count after."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n, self.before = n, 0
+
+    def __enter__(self) -> None:
+        if self.n is not None:
+            self.before = torch.get_num_threads()
+            if self.before != self.n:
+                torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.n is not None and self.before != self.n:
+            torch.set_num_threads(self.before)
+
+
 # ---- compiled decode step ----------------------------------------------------------------
 _COMPILED = "_portagpt_compiled_forward"  # where a model keeps its compiled forward
 
@@ -382,6 +429,7 @@ def stream(
     pad_token_id: int | None = None,
     attention_mask: torch.Tensor | None = None,
     compile: bool = False,
+    threads: int | None = None,
 ) -> Generator[Any, None, GenerationResult]:
     """Generate token by token; yields as each step is decided, returns a GenerationResult.
 
@@ -415,6 +463,7 @@ def stream(
     if pad_token_id is None:
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
+    n_threads = _Threads(step_threads(model, device, threads))
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)
@@ -426,7 +475,7 @@ def stream(
     try:
         run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops, compile)
         for t in range(max_new_tokens):
-            with torch.inference_mode():
+            with torch.inference_mode(), n_threads:
                 nxt = next_token(run.logits(t), temperature, top_k, top_p, min_p, generator)
                 nxt = run.take(t, nxt)
             if run.B == 1:
@@ -464,6 +513,7 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     callback: Callable[[Any], None] | None = None,
     compile: bool = False,
+    threads: int | None = None,
 ) -> GenerationResult:
     """Continue each prompt by up to ``max_new_tokens`` ids.
 
@@ -477,7 +527,9 @@ def generate(
     context each step (same ids, slower). ``callback`` receives what
     :func:`stream` yields, as it is produced. ``compile=True`` runs the cached
     one-token steps through ``torch.compile`` (slow first call; raises
-    CompileError when the compiler toolchain is missing).
+    CompileError when the compiler toolchain is missing). ``threads`` sets the
+    torch threads of each step (default: one on CPU for models under
+    ``SMALL_MODEL_BYTES``, else torch's setting).
     """
     gen = stream(
         model,
@@ -494,6 +546,7 @@ def generate(
         pad_token_id=pad_token_id,
         attention_mask=attention_mask,
         compile=compile,
+        threads=threads,
     )
     while True:
         try:
