@@ -272,3 +272,33 @@ def test_checkpoint_and_preset_together_are_refused(tmp_path, capsys, text, llam
     out = tmp_path / "run"
     assert train(out, text, "--checkpoint", str(llama_checkpoint[0]), "--preset", "tiny") == 2
     assert_clean_failure(capsys, out, "--preset tiny", "only one")
+
+
+def test_repo_id_continues_pretraining_from_the_hub_cache(
+    tmp_path, monkeypatch, text, llama_checkpoint
+) -> None:
+    """huggingface_hub's cache layout, built by hand: blobs, a snapshot of symlinks, refs/main."""
+    import hashlib
+    import os
+
+    cache, commit = tmp_path / "hf-cache", "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--org--tiny-llama"
+    snap = repo / "snapshots" / commit
+    for sub in (repo / "blobs", snap, repo / "refs"):
+        sub.mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(llama_checkpoint[0].iterdir()):
+        data = f.read_bytes()
+        blob = hashlib.sha256(data).hexdigest()
+        (repo / "blobs" / blob).write_bytes(data)
+        os.symlink(Path("..") / ".." / "blobs" / blob, snap / f.name)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    out = tmp_path / "from-hub"
+    assert train(out, text, "--repo-id", "org/tiny-llama", "--epochs", "1", "--lr", "1e-12") == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["init"]["repo_id"] == "org/tiny-llama" and run["family"] == "llama"
+    assert run["tokenizer"]["kind"] == "tokenizer.json"
+    copied = (out / "checkpoint" / "tokenizer.json").read_bytes()
+    assert copied == (llama_checkpoint[0] / "tokenizer.json").read_bytes()
