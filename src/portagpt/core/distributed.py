@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -458,8 +457,3 @@ def full_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     for alias, source in tied.items():
         tensors[alias] = tensors[source]
     return tensors
-
-
-def global_batches_per_epoch(n_windows: int, batch_size: int, world_size: int) -> int:
-    """Optimizer-free count of full global batches one epoch yields (what :func:`train_loader` gives)."""
-    return math.floor(n_windows / world_size) // batch_size
