@@ -41,13 +41,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PortagptError, UsageError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `portagpt --help` builds this CLI's parser
+    import torch
+    from torch import nn
 
 JSON_FILE = "compare.json"
 MARKDOWN_FILE = "compare.md"
@@ -178,7 +178,6 @@ def tokenize_split(train_texts: list[str], val_texts: list[str], tokenizer: Any)
     )
 
 
-@torch.no_grad()
 def sum_cross_entropy(
     model: nn.Module,
     ids: Sequence[int],
@@ -192,33 +191,41 @@ def sum_cross_entropy(
     context that precedes it, so each token is scored once with as much
     context as fits.
     """
+    import torch
+
     was_training = model.training
     model.eval()
-    stream = torch.as_tensor(list(ids), dtype=torch.long)
-    n_targets = len(stream) - 1
-    total, count = 0.0, 0
-    full = [s for s in range(0, n_targets, context_length) if s + context_length <= n_targets]
     try:
-        for i in range(0, len(full), batch_size):
-            starts = full[i : i + batch_size]
-            x = torch.stack([stream[s : s + context_length] for s in starts]).to(device)  # (B, T)
-            y = torch.stack([stream[s + 1 : s + context_length + 1] for s in starts]).to(device)
-            logits = model(x)  # (B, T, vocab)
-            total += F.cross_entropy(
-                logits.flatten(0, 1).float(), y.flatten(), reduction="sum"
-            ).item()
-            count += y.numel()
-        done = len(full) * context_length
-        if done < n_targets:  # the tail: score targets done+1 .. n_targets
-            end = n_targets
-            begin = max(0, end - context_length)
-            x = stream[begin:end].unsqueeze(0).to(device)  # (1, T')
-            y = stream[begin + 1 : end + 1].to(device)
-            logits = model(x)[0, done - begin :]  # only the targets not scored yet
-            total += F.cross_entropy(logits.float(), y[done - begin :], reduction="sum").item()
-            count += end - done
+        with torch.no_grad():
+            return _score(model, torch.as_tensor(list(ids)), context_length, device, batch_size)
     finally:
         model.train(was_training)
+
+
+def _score(
+    model: nn.Module, stream: torch.Tensor, L: int, device: torch.device, batch_size: int
+) -> tuple[float, int]:
+    import torch
+    import torch.nn.functional as F
+
+    n_targets = len(stream) - 1
+    total, count = 0.0, 0
+    full = [s for s in range(0, n_targets, L) if s + L <= n_targets]
+    for i in range(0, len(full), batch_size):
+        starts = full[i : i + batch_size]
+        x = torch.stack([stream[s : s + L] for s in starts]).to(device)  # (B, L)
+        y = torch.stack([stream[s + 1 : s + L + 1] for s in starts]).to(device)
+        logits = model(x)  # (B, L, vocab)
+        total += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    done = len(full) * L
+    if done < n_targets:  # the tail: targets done+1 .. n_targets, with the context before them
+        begin = max(0, n_targets - L)
+        x = stream[begin:n_targets].unsqueeze(0).to(device)  # (1, T')
+        y = stream[begin + 1 : n_targets + 1].to(device)
+        logits = model(x)[0, done - begin :]  # only the targets not scored yet
+        total += F.cross_entropy(logits.float(), y[done - begin :], reduction="sum").item()
+        count += n_targets - done
     return total, count
 
 
@@ -268,6 +275,9 @@ def run_family(
     family_name: str, preset: str, settings: CompareSettings, progress: bool = False
 ) -> FamilyResult:
     """Train one family under ``settings`` and measure it (call in a fresh process for clean memory)."""
+    import torch
+    from torch.utils.data import DataLoader
+
     from .data import TokenWindowDataset
     from .distributed import train_loader
     from .train import Callback, TrainConfig, Trainer
@@ -287,8 +297,6 @@ def run_family(
             "--context-length or --batch-size, or more text (--data)."
         )
     loader = train_loader(train_ds, B, settings.seed)
-    from torch.utils.data import DataLoader
-
     val_loader = DataLoader(val_ds, batch_size=B, shuffle=False)
     steps = settings.steps
     steps_per_epoch = len(loader)
@@ -393,6 +401,8 @@ def _child(
     """Entry point of a spawned process: one family, the result (or the error) down the pipe."""
     try:
         if threads > 0:
+            import torch
+
             torch.set_num_threads(threads)
         result = run_family(family_name, preset, settings)
         conn.send(("ok", dataclasses.asdict(result)))
