@@ -55,6 +55,7 @@ from torch import nn
 
 from ..errors import CompileError, UsageError
 from .cache import KVCache, make_cache
+from .threads import Threads
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
@@ -243,23 +244,6 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     if device.type == "cpu" and _weight_bytes(model) < SMALL_MODEL_BYTES:
         return 1
     return None
-
-
-class _Threads:
-    """Use ``n`` torch threads inside the block (None: leave them), restoring the count after."""
-
-    def __init__(self, n: int | None) -> None:
-        self.n, self.before = n, 0
-
-    def __enter__(self) -> None:
-        if self.n is not None:
-            self.before = torch.get_num_threads()
-            if self.before != self.n:
-                torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.n is not None and self.before != self.n:
-            torch.set_num_threads(self.before)
 
 
 # ---- compiled decode step ----------------------------------------------------------------
@@ -463,7 +447,7 @@ def stream(
     if pad_token_id is None:
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
-    n_threads = _Threads(step_threads(model, device, threads))
+    n_threads = Threads(step_threads(model, device, threads))
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)

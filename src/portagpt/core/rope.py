@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .threads import one_thread_if_small
 
 ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic")
 _NEEDS_ORIGINAL_MAX = ("llama3", "yarn")
@@ -180,11 +181,12 @@ class RotaryEmbedding(nn.Module):
         self.attention_scaling = scale
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = positions[..., None].float() * self.inv_freq.float()  # (B, T, dim/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, dim)
-        cos = emb.cos() * self.attention_scaling
-        sin = emb.sin() * self.attention_scaling
-        return cos.to(dtype), sin.to(dtype)
+        with one_thread_if_small(positions.numel() * self.inv_freq.numel()):  # core/threads.py
+            freqs = positions[..., None].float() * self.inv_freq.float()  # (B, T, dim/2)
+            emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, dim)
+            cos = emb.cos() * self.attention_scaling
+            sin = emb.sin() * self.attention_scaling
+            return cos.to(dtype), sin.to(dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
