@@ -200,3 +200,19 @@ def test_activation_checkpointing_recomputes_blocks_with_the_same_gradients_and_
     with torch.no_grad():
         wrapped(ids)  # evaluation: no recomputation machinery
     assert [b.calls for b in wrapped.layers] == [3, 3, 3]
+
+
+def test_every_expert_gets_a_gradient_while_training_as_ddp_and_fsdp_need() -> None:
+    from portagpt.core.layers import MoE
+
+    torch.manual_seed(0)
+    moe = MoE(dim=8, hidden=16, n_experts=8, top_k=1)
+    x = torch.randn(1, 1, 8)  # one token: one expert routed, seven idle
+    out = moe(x)
+    out.sum().backward()
+    grads = [p.grad for e in moe.experts for p in e.parameters()]
+    assert all(g is not None for g in grads)
+    assert sum(bool(g.abs().sum() > 0) for g in grads) == 3  # the routed expert's 3 matrices
+    moe.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(moe(x), out.detach())  # same output on the inference path

@@ -249,7 +249,12 @@ def checkpoint_blocks(model: nn.Module) -> int:
 
 
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
-    """DistributedDataParallel around ``model`` (buffers are constants here: no re-broadcasting)."""
+    """DistributedDataParallel around ``model`` (buffers are constants here: no re-broadcasting).
+
+    Every parameter must get a gradient in every step, on every process (the
+    shared mixture of experts runs each expert while training, on no tokens if
+    none were routed to it), so DDP need not search for unused parameters.
+    """
     import inspect
 
     from torch.nn.parallel import DistributedDataParallel

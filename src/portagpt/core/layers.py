@@ -166,7 +166,12 @@ class MoE(nn.Module):
         # One pass per expert that received tokens: gather its tokens, run, scatter back.
         hit = torch.zeros(self.n_experts, dtype=torch.bool, device=x.device)
         hit[ids.flatten()] = True
-        for e in hit.nonzero().flatten().tolist():
+        experts = hit.nonzero().flatten().tolist()
+        if self.training and torch.is_grad_enabled():
+            # every expert runs (on no tokens if none were routed to it), so each gets a
+            # (zero) gradient: DDP and FSDP need the same gradients on every process
+            experts = list(range(self.n_experts))
+        for e in experts:
             token, slot = (ids == e).nonzero(as_tuple=True)
             y = self.experts[e](x[token]) * weights[token, slot, None]
             out.index_add_(0, token, y)
