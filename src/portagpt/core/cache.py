@@ -99,6 +99,7 @@ class KVCache:
         self.key_valid = None
         self.pad_end = 0
         self.positions = _arange_positions(self.batch, self.max_len, self.device)
+        self.length_t = None
 
     def held_positions(self, slots: int) -> torch.Tensor:
         """(slots,) absolute position held by each slot of a ring of ``slots`` (-1: empty)."""
