@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import Linear
+
 
 class LayerNorm(nn.Module):
     """LayerNorm with optional bias, computed in fp32."""
@@ -103,9 +105,9 @@ class GatedMLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, act: str = "silu", bias: bool = False) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden, bias=bias)
-        self.up_proj = nn.Linear(dim, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, dim, bias=bias)
+        self.gate_proj = Linear(dim, hidden, bias=bias)
+        self.up_proj = Linear(dim, hidden, bias=bias)
+        self.down_proj = Linear(hidden, dim, bias=bias)
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +119,8 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden: int, act: str = "gelu_new", bias: bool = True) -> None:
         super().__init__()
-        self.fc = nn.Linear(dim, hidden, bias=bias)
-        self.proj = nn.Linear(hidden, dim, bias=bias)
+        self.fc = Linear(dim, hidden, bias=bias)
+        self.proj = Linear(hidden, dim, bias=bias)
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,7 +149,7 @@ class MoE(nn.Module):
         self.n_experts = n_experts
         self.top_k = top_k
         self.norm_topk_prob = norm_topk_prob
-        self.gate = nn.Linear(dim, n_experts, bias=False)
+        self.gate = Linear(dim, n_experts, bias=False)
         self.experts = nn.ModuleList(GatedMLP(dim, hidden, act) for _ in range(n_experts))
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

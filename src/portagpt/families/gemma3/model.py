@@ -23,6 +23,7 @@ from torch import nn
 from ...core.attention import attend
 from ...core.cache import AttentionContext, KVCache, LayerSpec, attention_context
 from ...core.layers import GatedMLP, RMSNorm, init_normal_
+from ...core.linear import Linear
 from ...core.rope import RotaryEmbedding, apply_rope
 from .config import SLIDING, Gemma3Config
 
@@ -47,10 +48,10 @@ class Attention(nn.Module):
         self.head_dim = cfg.head_dim
         self.scale = cfg.query_pre_attn_scalar**-0.5
         d, bias = cfg.hidden_size, cfg.attention_bias
-        self.q_proj = nn.Linear(d, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(d, self.n_kv * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.head_dim, d, bias=bias)
+        self.q_proj = Linear(d, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = Linear(d, self.n_kv * self.head_dim, bias=bias)
+        self.v_proj = Linear(d, self.n_kv * self.head_dim, bias=bias)
+        self.o_proj = Linear(self.n_heads * self.head_dim, d, bias=bias)
         self.q_norm = _norm(cfg, self.head_dim)
         self.k_norm = _norm(cfg, self.head_dim)
 
@@ -104,7 +105,7 @@ class Gemma3Model(nn.Module):
         self.config = cfg
         self.layer_specs = cache_specs(cfg)
         self.model = Gemma3TextModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.embed_scale = cfg.hidden_size**0.5
         self.tie_weights()
 

@@ -16,6 +16,7 @@ from torch import nn
 from ...core.attention import attend
 from ...core.cache import AttentionContext, KVCache, LayerSpec, attention_context
 from ...core.layers import activation, init_normal_, residual_std
+from ...core.linear import Linear
 from .config import GPT2Config
 
 
@@ -46,10 +47,10 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         d = cfg.emb_dim
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
-        self.W_query = nn.Linear(d, d, bias=cfg.qkv_bias)
-        self.W_key = nn.Linear(d, d, bias=cfg.qkv_bias)
-        self.W_value = nn.Linear(d, d, bias=cfg.qkv_bias)
-        self.out_proj = nn.Linear(d, d)
+        self.W_query = Linear(d, d, bias=cfg.qkv_bias)
+        self.W_key = Linear(d, d, bias=cfg.qkv_bias)
+        self.W_value = Linear(d, d, bias=cfg.qkv_bias)
+        self.out_proj = Linear(d, d)
         self.dropout = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext, idx: int) -> torch.Tensor:
@@ -67,7 +68,7 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: GPT2Config) -> None:
         super().__init__()
         self.layers = nn.Sequential(
-            nn.Linear(cfg.emb_dim, cfg.mlp_dim), _Act(cfg.activation), nn.Linear(cfg.mlp_dim, cfg.emb_dim)
+            Linear(cfg.emb_dim, cfg.mlp_dim), _Act(cfg.activation), Linear(cfg.mlp_dim, cfg.emb_dim)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +111,7 @@ class GPT2Model(nn.Module):
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
-        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.out_head = Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from ...core.attention import attend
 from ...core.cache import AttentionContext, KVCache, LayerSpec, attention_context
 from ...core.layers import GatedMLP, RMSNorm, init_normal_
+from ...core.linear import Linear
 from ...core.rope import RotaryEmbedding, apply_rope
 from .config import LlamaConfig
 
@@ -34,10 +35,10 @@ class LlamaAttention(nn.Module):
             cfg.num_key_value_heads,
             hd,
         )
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=cfg.attention_bias)
+        self.q_proj = Linear(d, self.n_heads * hd, bias=cfg.attention_bias)
+        self.k_proj = Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
+        self.v_proj = Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
+        self.o_proj = Linear(self.n_heads * hd, d, bias=cfg.attention_bias)
 
     def forward(
         self,
@@ -100,7 +101,7 @@ class LlamaForCausalLM(nn.Module):
         self.config = cfg
         self.layer_specs = cache_specs(cfg)
         self.model = LlamaModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:

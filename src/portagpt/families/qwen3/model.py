@@ -18,6 +18,7 @@ from torch import nn
 from ...core.attention import attend
 from ...core.cache import AttentionContext, KVCache, LayerSpec, attention_context
 from ...core.layers import GatedMLP, MoE, RMSNorm, init_normal_
+from ...core.linear import Linear
 from ...core.rope import RotaryEmbedding, apply_rope
 from .config import Qwen3Config
 
@@ -38,10 +39,10 @@ class Qwen3Attention(nn.Module):
             cfg.num_key_value_heads,
             hd,
         )
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=cfg.attention_bias)
-        self.k_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
-        self.v_proj = nn.Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
-        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=cfg.attention_bias)
+        self.q_proj = Linear(d, self.n_heads * hd, bias=cfg.attention_bias)
+        self.k_proj = Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
+        self.v_proj = Linear(d, self.n_kv * hd, bias=cfg.attention_bias)
+        self.o_proj = Linear(self.n_heads * hd, d, bias=cfg.attention_bias)
         self.q_norm = RMSNorm(hd, cfg.rms_norm_eps)  # over each head's channels
         self.k_norm = RMSNorm(hd, cfg.rms_norm_eps)
 
@@ -120,7 +121,7 @@ class Qwen3ForCausalLM(nn.Module):
         self.config = cfg
         self.layer_specs = cache_specs(cfg)
         self.model = Qwen3Model(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:
