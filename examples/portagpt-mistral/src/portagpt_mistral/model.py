@@ -16,6 +16,7 @@ from torch import nn
 from portagpt.core.attention import attend
 from portagpt.core.cache import AttentionContext, KVCache, LayerSpec, attention_context
 from portagpt.core.layers import GatedMLP, RMSNorm, init_normal_
+from portagpt.core.linear import Linear
 from portagpt.core.rope import RotaryEmbedding, apply_rope
 
 from .config import MistralConfig
@@ -34,10 +35,10 @@ class MistralAttention(nn.Module):
         super().__init__()
         d, hd = cfg.hidden_size, cfg.head_dim
         self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
-        self.q_proj = nn.Linear(d, self.n_heads * hd, bias=False)
-        self.k_proj = nn.Linear(d, self.n_kv * hd, bias=False)
-        self.v_proj = nn.Linear(d, self.n_kv * hd, bias=False)
-        self.o_proj = nn.Linear(self.n_heads * hd, d, bias=False)
+        self.q_proj = Linear(d, self.n_heads * hd, bias=False)
+        self.k_proj = Linear(d, self.n_kv * hd, bias=False)
+        self.v_proj = Linear(d, self.n_kv * hd, bias=False)
+        self.o_proj = Linear(self.n_heads * hd, d, bias=False)
 
     def forward(
         self, x: torch.Tensor, ctx: AttentionContext, idx: int, rope: tuple[torch.Tensor, torch.Tensor]
@@ -90,7 +91,7 @@ class MistralForCausalLM(nn.Module):
         self.config = cfg
         self.layer_specs = cache_specs(cfg)
         self.model = MistralModel(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
     def tie_weights(self) -> None:
