@@ -16,8 +16,8 @@ the name is then refused until one of them is removed.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import importlib.metadata as md
+import importlib.util
 import os
 import pkgutil
 from collections.abc import Sequence

@@ -140,7 +140,7 @@ class WeightMap:
         for name in names:
             if name in claimed:
                 continue
-            for rule, pats in zip(self.rules, src_side):
+            for rule, pats in zip(self.rules, src_side, strict=False):
                 if not pats:
                     continue  # a drop rule has no native side
                 m = next((p.match(name) for p in pats if p.match(name)), None)
@@ -179,14 +179,14 @@ class WeightMap:
             if not step.native:
                 continue
             outs = step.rule.transform.to_native([get(n) for n in step.hf])
-            yield from zip(step.native, outs)
+            yield from zip(step.native, outs, strict=False)
 
     @staticmethod
     def run_to_hf(plan: Plan, get: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (HF name, tensor) for each step, fetching native tensors lazily with ``get``."""
         for step in plan.steps:
             outs = step.rule.transform.to_hf([get(n) for n in step.native])
-            yield from zip(step.hf, outs)
+            yield from zip(step.hf, outs, strict=False)
 
     def to_native(self, hf_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Plan]:
         plan = self.plan_to_native(hf_state)
