@@ -46,6 +46,7 @@ different times.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import os
 import platform
@@ -80,6 +81,18 @@ def _best_rate(fn: Callable[[], object], nbytes: int, repeats: int) -> float:
     return nbytes / best
 
 
+@functools.cache
+def _probe_matrix() -> torch.Tensor:
+    """The 256 MiB of fp32 every bandwidth probe reads: made once per run."""
+    return torch.randn(4096 * 16384, generator=torch.Generator().manual_seed(0))
+
+
+@functools.cache
+def _compiled_reduce() -> Callable[..., torch.Tensor]:
+    """``(W * x).sum(-1)`` through ``torch.compile``: one compiled function per run."""
+    return torch.compile(lambda w, x: (w * x).sum(-1), dynamic=False)
+
+
 def gemv_bandwidths(compile: bool = False, repeats: int = 20) -> dict[str, float]:
     """Best effective bytes/s of a fp32 matrix-vector product over 256 MiB (far past the
     caches), W's bytes / time, for each way this process can compute it, over three shapes
@@ -94,12 +107,12 @@ def gemv_bandwidths(compile: bool = False, repeats: int = 20) -> dict[str, float
     """
     from portagpt.core.linear import SPLIT_BLOCKS_PER_THREAD, split_gemv
 
-    gen = torch.Generator().manual_seed(0)
-    flat = torch.randn(4096 * 16384, generator=gen)
+    flat = _probe_matrix()
+    reduce = _compiled_reduce() if compile else None
     nbytes = flat.numel() * flat.element_size()
     blocks = max(1, torch.get_num_threads() * SPLIT_BLOCKS_PER_THREAD)
+    gen = torch.Generator().manual_seed(1)
     rates: dict[str, float] = {}
-    reduce = torch.compile(lambda w, x: (w * x).sum(-1), dynamic=False) if compile else None
     with torch.inference_mode():
         for rows, cols in ((4096, 16384), (16384, 4096), (65536, 1024)):
             w = flat.view(rows, cols)
@@ -109,7 +122,7 @@ def gemv_bandwidths(compile: bool = False, repeats: int = 20) -> dict[str, float
                 "row-split": lambda w=w, x=x: split_gemv(x.view(1, -1), w, blocks),
             }
             if reduce is not None:
-                reduce(w, x)  # compile once per shape
+                reduce(w, x)  # compiles on the first measurement of each shape only
                 ways["fused reduction"] = lambda w=w, x=x: reduce(w, x)
             for name, fn in ways.items():
                 rates[name] = max(rates.get(name, 0.0), _best_rate(fn, nbytes, repeats))
@@ -117,8 +130,8 @@ def gemv_bandwidths(compile: bool = False, repeats: int = 20) -> dict[str, float
 
 
 def read_bandwidth(repeats: int = 20) -> float:
-    """Best bytes/s of summing 256 MiB of fp32 (a plain streaming read, all threads)."""
-    flat = torch.randn(4096 * 16384)
+    """Best bytes/s of summing the probe's 256 MiB of fp32 (a plain streaming read)."""
+    flat = _probe_matrix()
     with torch.inference_mode():
         return _best_rate(flat.sum, flat.numel() * flat.element_size(), repeats)
 
@@ -148,17 +161,20 @@ def hf_config(name: str):  # noqa: ANN201 - a transformers config
     return AutoConfig.for_model(model_type, **d)
 
 
-def write_checkpoint(name: str, folder: str) -> None:
+def write_checkpoint(name: str, folder: str):  # noqa: ANN201 - the transformers config
+    """Save model ``name`` (seeded, perturbed) to ``folder``; returns its config."""
     from transformers import AutoModelForCausalLM
 
     from portagpt.smoke_tests.reference import perturb_
 
+    config = hf_config(name)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(hf_config(name), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     perturb_(model, seed=0, scale=0.02)
     model.save_pretrained(folder)
     del model
     gc.collect()
+    return config
 
 
 def weight_bytes_per_token(model: torch.nn.Module) -> int:
@@ -221,12 +237,14 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
     n_new = args.new_tokens
     with tempfile.TemporaryDirectory(prefix=f"portagpt-bench-{name}-") as folder:
         t0 = time.perf_counter()
-        write_checkpoint(name, folder)
+        config = write_checkpoint(name, folder)
         t_write = time.perf_counter() - t0
         # load + one forward over the prompt: a loader that maps the file lazily pays its
         # page-ins on first use, so the forward makes the two sides comparable
-        vocab = hf_config(name).get_text_config().vocab_size
-        prompt = torch.randint(0, vocab, (1, PROMPT_LEN), generator=torch.Generator().manual_seed(1))
+        vocab = config.get_text_config().vocab_size
+        prompt = torch.randint(
+            0, vocab, (1, PROMPT_LEN), generator=torch.Generator().manual_seed(1)
+        )
         t0 = time.perf_counter()
         ours, _ = portagpt.load(folder, dtype="float32", tokenizer=False)
         with torch.inference_mode():

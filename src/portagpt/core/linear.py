@@ -45,7 +45,7 @@ def _rows(x: torch.Tensor, in_features: int) -> int:
 
 def _decode_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
-        weight.numel() * 4 >= SPLIT_MIN_BYTES  # first: small layers leave at once
+        weight.numel() * weight.element_size() >= SPLIT_MIN_BYTES  # first: small layers leave
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
