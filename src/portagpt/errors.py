@@ -60,3 +60,11 @@ class TokenizerError(PortagptError, ValueError):
 
 class CompileError(PortagptError, RuntimeError):
     """``torch.compile`` was asked for but cannot build the model on this machine."""
+
+
+class RunFolderBusyError(PortagptError, RuntimeError):
+    """Another live process holds the run folder's lock (one writer per run folder)."""
+
+
+class DiskFullError(PortagptError, OSError):
+    """A write failed for lack of space (ENOSPC) or a file size limit (EFBIG, ``ulimit -f``)."""

@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters.family import Family
+from ..core.checkpoint_format import FAMILY_KEY, SIDECAR_FILE, config_from_dict
 from ..errors import ConfigError, UnknownFamilyError
 from .checks import Report
 
-SIDECAR = "portagpt.json"
-FAMILY_KEY = "portagpt_family"
+SIDECAR = SIDECAR_FILE
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
@@ -119,30 +119,6 @@ def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any
         ) from None
 
 
-def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """Rebuild a dataclass config from ``config_to_dict`` output (nested dataclasses included)."""
-    if not dataclasses.is_dataclass(cls):
-        return cls(**data)
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: no nesting
-        hints = {}
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data or not f.init:
-            continue
-        value = data[f.name]
-        hint = hints.get(f.name)
-        options = typing.get_args(hint) or ((hint,) if hint is not None else ())
-        inner = next((t for t in options if isinstance(t, type) and dataclasses.is_dataclass(t)), None)
-        if inner is not None and isinstance(value, Mapping):
-            value = config_from_dict(inner, value)
-        elif isinstance(value, list) and isinstance(f.default, tuple):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
 def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> Any:
     data = sidecar.get("config")
     if not isinstance(data, Mapping):
@@ -150,15 +126,7 @@ def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> 
             f"{where} has no config.json and its {SIDECAR} has no 'config' object; the checkpoint "
             "cannot be rebuilt. Pass --config config.json, or --family with --preset."
         )
-    try:
-        return config_from_dict(type(fam.smoke_config), data)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"The 'config' in {where}'s {SIDECAR} does not fit a {fam.name} config: {exc}. Fix the "
-            "file or pass --config config.json."
-        ) from None
+    return config_from_dict(type(fam.smoke_config), data, f"{where}'s {SIDECAR}")
 
 
 def name_patterns(names: typing.Iterable[str]) -> set[str]:

@@ -36,6 +36,7 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
+from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
@@ -43,11 +44,6 @@ from .safetensors_index import TensorIndex
 from .sources import Located
 from .state_dict import StateDictSource
 
-FORMAT_KEY = "portagpt_format"  # safetensors metadata: "native" or "hf"
-FAMILY_KEY = "portagpt_family"
-FORMAT_VERSION_KEY = "portagpt_format_version"
-FORMAT_VERSION = "1"
-TIED_KEY = "portagpt_tied"  # safetensors metadata of training checkpoints: {alias: stored name}
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
 
