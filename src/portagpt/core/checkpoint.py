@@ -53,6 +53,7 @@ from .checkpoint_format import (
     tensor_bytes,
     to_jsonable,
     weights_metadata,
+    writing,
 )
 
 __all__ = [
@@ -268,18 +269,19 @@ def save_checkpoint(
     metadata = {"format": "pt", **weights_metadata("native", getattr(family, "name", None))}
     needed = tensor_bytes(tensors) + tensor_bytes(training_state or {})
     hint = (
-        f"The previous checkpoint in {str(folder)!r} (if any) is intact; free some space (or "
-        "raise the limit) and continue with --resume."
+        f"The previous checkpoint in {str(folder)!r}, if there was one, is intact; free some "
+        "space (or raise the limit), then continue it with --resume."
     )
     with atomic_folder(folder, replace=True, needed=needed, hint=hint) as tmp:
         metadata[TIED_KEY] = json.dumps(dropped)
-        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata=metadata)
+        with writing(tmp / WEIGHTS_FILE) as path:
+            save_file(tensors, str(path), metadata=metadata)
         _write_json(tmp / SIDECAR_FILE, side)
         if hf is not None:
             _write_json(tmp / HF_CONFIG_FILE, hf)
         if training_state is not None:
-            with open(tmp / STATE_FILE, "wb") as f:  # a file object: write errors keep their errno
-                torch.save(dict(training_state), f)
+            with writing(tmp / STATE_FILE) as path, open(path, "wb") as f:
+                torch.save(dict(training_state), f)  # to a file object: errors keep their errno
         _write_extras(tmp, extra_files)
     return folder
 

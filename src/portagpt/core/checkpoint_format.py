@@ -64,6 +64,7 @@ FAMILY_KEY = "portagpt_family"
 FORMAT_VERSION_KEY = "portagpt_format_version"
 TIED_KEY = "portagpt_tied"  # safetensors metadata: {alias: stored name} of tied tensors
 SPACE_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_FILE_ATTR = "portagpt_file"  # set on an exception by writing(): the file it interrupted
 _SPACE_TEXTS = ("os error 28", "os error 27", "No space left", "File too large", "Disk quota")
 
 
@@ -317,6 +318,7 @@ def atomic_folder(
         yield tmp
         for path in tmp.iterdir():
             if path.is_file():
+                os.chmod(path, _umask_mode(0o666))  # some writers create files 0600
                 _fsync_file(path)
         fsync_dir(tmp)
         if replace:
@@ -327,11 +329,26 @@ def atomic_folder(
             os.replace(tmp, target)
             fsync_dir(target.parent)
     except BaseException as exc:
-        failed = _newest_file(tmp)
+        failed = getattr(exc, _FILE_ATTR, None) or _newest_file(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
         error = disk_full(exc, target / failed.name if failed else target, needed, hint)
         if error is not None:
             raise error from None
+        raise
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[Path]:
+    """``with writing(tmp / name):`` marks the file being written, so a disk-full error names it
+    (safetensors removes its partial file, and torch's error names none)."""
+    try:
+        yield path
+    except BaseException as exc:
+        if getattr(exc, _FILE_ATTR, None) is None:
+            try:
+                setattr(exc, _FILE_ATTR, Path(path))
+            except (AttributeError, TypeError):  # an exception type without a __dict__
+                pass
         raise
 
 

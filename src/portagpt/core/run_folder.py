@@ -53,18 +53,19 @@ _HELD: dict[Path, tuple[Any, int]] = {}  # resolved run folder -> (FileLock, hol
 # ---- the lock ----------------------------------------------------------------------------
 
 
-def _holder(out: Path) -> str:
-    """Who holds ``out``'s lock, from the pid file (it may take a moment to appear)."""
+def _holder(out: Path) -> tuple[str, str]:
+    """(pid, description) of who holds ``out``'s lock, from the pid file (it may lag a moment)."""
     for _ in range(20):
         try:
             info = json.loads((out / PID_FILE).read_text(encoding="utf-8"))
-            return (
-                f"pid {info['pid']} on {info.get('host', '?')}, since {info.get('since', '?')}: "
+            pid = str(int(info["pid"]))
+            return pid, (
+                f"pid {pid} on {info.get('host', '?')}, since {info.get('since', '?')}: "
                 f"{info.get('command', '?')}"
             )
         except (OSError, ValueError, KeyError, TypeError):
             time.sleep(0.05)
-    return "pid unknown: its pid file is missing"
+    return "PID", f"pid unknown: {PID_FILE} is missing"
 
 
 def lock_run_folder(out: str | Path) -> Path:
@@ -86,11 +87,12 @@ def lock_run_folder(out: str | Path) -> Path:
     try:
         lock.acquire(timeout=0)
     except Timeout:
+        pid, who = _holder(out)
         raise RunFolderBusyError(
-            f"The run folder {str(out)!r} is in use by another portagpt process ({_holder(out)}); "
-            "two writers would mix their checkpoints and logs. Wait for it to finish or stop it "
-            f"(kill PID), or pass --out NEW_DIR. The lock is {str(out / LOCK_FILE)!r}; it goes "
-            "away by itself when that process ends."
+            f"The run folder {str(out)!r} is in use by another portagpt process ({who}); two "
+            "writers would mix their checkpoints and logs. Wait for it to finish, stop it "
+            f"(kill {pid}), or pass --out NEW_DIR. Its lock on {str(out / LOCK_FILE)!r} ends "
+            "with that process, however it ends."
         ) from None
     _HELD[key] = (lock, 1)
     record = {

@@ -103,7 +103,8 @@ def write_weights(
         buffers[f][name] = t
         pending[f].discard(name)
         if not pending[f]:
-            save_file(buffers.pop(f), str(folder / f), metadata={"format": "pt", **metadata})
+            with fmt.writing(folder / f) as path:
+                save_file(buffers.pop(f), str(path), metadata={"format": "pt", **metadata})
     if buffers:
         raise RuntimeError(f"tensors never produced for {', '.join(sorted(buffers))}")  # a bug, not input
     if split.is_sharded:
