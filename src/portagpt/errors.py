@@ -60,3 +60,11 @@ class TokenizerError(PortagptError, ValueError):
 
 class CompileError(PortagptError, RuntimeError):
     """``torch.compile`` was asked for but cannot build the model on this machine."""
+
+
+class ConfigMismatchError(ConfigError, WeightMismatchError):
+    """A config that contradicts the checkpoint's tensors (seen from headers, before building)."""
+
+
+class NonFiniteError(PortagptError, FloatingPointError):
+    """NaN or infinity where numbers must be finite (logits during generation, a loss)."""

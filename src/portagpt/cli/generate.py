@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -122,6 +123,21 @@ def _device(name: str) -> str:
     return name
 
 
+def check_new_tokens(n: int, config: object) -> None:
+    """Refuse ``--max-new-tokens`` past the model's context: the CLI's bound on one run's cost.
+
+    (``generate()`` in Python goes on past the context, cropping the window each step.)
+    """
+    from ..errors import UsageError
+
+    ctx = getattr(config, "context_length", None)
+    if isinstance(ctx, int) and n > ctx:
+        raise UsageError(
+            f"--max-new-tokens {n} is more than the model's context of {ctx} tokens; ask for at "
+            f"most {ctx} (e.g. --max-new-tokens {min(ctx, 50)})."
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from ..core.generate import check_options, generate
     from ..errors import TokenizerError
@@ -135,19 +151,27 @@ def run(args: argparse.Namespace) -> int:
             "--compile compiles the cached one-token decode step, and --no-cache has none; "
             "drop one of the two."
         )
-    if args.threads is not None and args.threads < 1:
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cores:
         raise UsageError(
-            f"--threads must be >= 1, got {args.threads}; leave it out to let portagpt choose "
-            "(one thread for small models on CPU, torch's default otherwise)."
+            f"--threads must be from 1 to this machine's {cores} CPU cores, got {args.threads}; "
+            "leave it out to let portagpt choose (one thread for small models on CPU, torch's "
+            "default otherwise)."
         )
+    from ..loaders import parse_dtype
+    from ..loaders.pipeline import parse_device
+
+    parse_dtype(args.dtype)
+    device = parse_device(_device(args.device))
     loaded = load_full(
         args.checkpoint,
         family=args.family,
         dtype=args.dtype,
-        device=_device(args.device),
+        device=device,
         tokenizer=True,
     )
     model, tok = loaded.model, loaded.tokenizer
+    check_new_tokens(args.max_new_tokens, loaded.config)
     if tok is None:
         raise TokenizerError(
             f"{args.checkpoint!r} has no tokenizer, so the prompt cannot be encoded. Save the "
