@@ -31,6 +31,15 @@ def read_native(prep: Any, source: Any, name: str) -> torch.Tensor:
     raise KeyError(name)
 
 
+def stored_as(prep: Any, name: str) -> str:
+    """How native ``name`` is called in the checkpoint (``name`` itself for native checkpoints)."""
+    for step in prep.steps:
+        if name in step.native:
+            hf = [prep.source_names.get(n, n) for n in step.hf]
+            return name if hf == [name] else f"{', '.join(hf)} (the model's {name})"
+    return name
+
+
 def untie_field(family: Any, cfg: Any, pairs: set[tuple[str, str]]) -> tuple[str, Any] | None:
     """``(change, config)``: the one boolean field whose flip unties ``pairs`` and keeps every other tie."""
     if not dataclasses.is_dataclass(cfg):
@@ -78,7 +87,9 @@ def verify_ties(
     differ = _differences(prep, source, pairs)
     if not differ:
         return prep, []
-    listing = "; ".join(f"{d} differs from {s} ({how})" for d, s, how in differ)
+    listing = "; ".join(
+        f"{stored_as(prep, d)} differs from {stored_as(prep, s)} ({how})" for d, s, how in differ
+    )
     found = untie_field(prep.family, prep.config, {(d, s) for d, s, _ in differ})
     if found is not None:
         change, cfg = found
