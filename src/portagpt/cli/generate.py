@@ -138,19 +138,21 @@ def check_new_tokens(n: int, config: object) -> None:
         )
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..core.generate import check_options, generate
-    from ..errors import TokenizerError
-    from ..loaders import load_full
+def check_args(args: argparse.Namespace) -> Any:
+    """Every flag checked before anything is loaded; returns the torch device to load onto."""
+    from ..core.generate import check_options
+    from ..errors import UsageError
+    from ..loaders import parse_dtype
+    from ..loaders.pipeline import parse_device
 
     check_options(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p)
-    from ..errors import UsageError
-
     if args.compile and args.no_cache:
         raise UsageError(
             "--compile compiles the cached one-token decode step, and --no-cache has none; "
             "drop one of the two."
         )
+    if args.seed is not None and not -(2**63) <= args.seed < 2**64:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, got {args.seed}.")
     cores = os.cpu_count() or 1
     if args.threads is not None and not 1 <= args.threads <= cores:
         raise UsageError(
@@ -158,11 +160,16 @@ def run(args: argparse.Namespace) -> int:
             "leave it out to let portagpt choose (one thread for small models on CPU, torch's "
             "default otherwise)."
         )
-    from ..loaders import parse_dtype
-    from ..loaders.pipeline import parse_device
-
     parse_dtype(args.dtype)
-    device = parse_device(_device(args.device))
+    return parse_device(_device(args.device))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.generate import generate
+    from ..errors import TokenizerError
+    from ..loaders import load_full
+
+    device = check_args(args)
     loaded = load_full(
         args.checkpoint,
         family=args.family,

@@ -226,6 +226,24 @@ def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family,
     return "native" if native_fit > hf_fit else "hf"  # a tie: names shaped like the checkpoint
 
 
+def build_on_meta(family: Family, cfg: Any) -> nn.Module:
+    """The family's model on the meta device; a config it cannot build is a ConfigError."""
+    from ..errors import ConfigError, PortagptError
+
+    try:
+        with empty_init():
+            return family.build_model(cfg)
+    except PortagptError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"The config cannot be built as a {family.name} model ({type(exc).__name__}: {detail}). "
+            "A size in config.json is out of range or inconsistent; compare it with the "
+            "checkpoint's own config.json."
+        ) from None
+
+
 def prepare(
     source: Source,
     family: Family,
@@ -235,8 +253,7 @@ def prepare(
     sidecar: Any = None,
 ) -> Prepared:
     """Build on meta, map the checkpoint's names and shapes, and compare (no tensor data read)."""
-    with empty_init():
-        model = family.build_model(cfg)
+    model = build_on_meta(family, cfg)
     expected, tied = expected_state(model, family, cfg)
     tied_pairs = tuple(family.tied_weights(cfg))
     renames = strip_prefixes(source.names)

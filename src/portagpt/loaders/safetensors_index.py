@@ -203,6 +203,12 @@ class TensorIndex:
             for name, info in head.tensors.items():
                 if names_from_index is not None and names_from_index.get(name) != file.name:
                     continue  # the index is the source of truth
+                if name in self.tensors:  # no index to say which copy counts
+                    raise CheckpointError(
+                        f"Tensor {name!r} is in both {str(self.tensors[name].file)!r} and "
+                        f"{str(file)!r}, and no {INDEX_NAME} says which one counts. Remove the "
+                        "stray file, or load the one file you mean."
+                    )
                 start, stop = info["data_offsets"]
                 self.tensors[name] = TensorInfo(file, tuple(info["shape"]), DTYPES[info["dtype"]], stop - start)
         if names_from_index is not None:
