@@ -178,12 +178,6 @@ def check_hf(hf: Mapping[str, Any], where: str) -> None:
                 _rope_dict(where, prefix + key, value)
             elif key != "text_config":
                 check_value(where, prefix + key, value)
-        vocab = d.get("vocab_size")
-        for key in ("bos_token_id", "eos_token_id", "pad_token_id") if _int(vocab) else ():
-            ids = d.get(key)
-            ids = ids if isinstance(ids, (list, tuple)) else [ids]
-            if any(_int(i) and i >= vocab for i in ids):
-                raise _fail(where, prefix + key, d[key], f"a token id below vocab_size ({vocab})")
         heads, kv = d.get("num_attention_heads"), d.get("num_key_value_heads")
         if _int(heads) and _int(kv) and heads >= 1 and kv >= 1 and heads % kv:
             raise ConfigError(
