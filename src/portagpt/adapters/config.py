@@ -12,8 +12,8 @@ adds the fields every decoder shares) and writes only its exceptions:
   the generic read (for example a 4.x spelling only one family uses).
 
 :meth:`HFConfig.from_hf` reads any transformers spelling: a nested
-``text_config``, the 4.x/5.x renames in :data:`ALIASES`, ``null`` for "unset",
-lists as tuples. :meth:`HFConfig.to_hf` writes every field back under its
+``text_config``, the 4.x/5.x renames in :data:`ALIASES`, lists as tuples, and
+``null`` as None where the field can hold None (else as the field's default). :meth:`HFConfig.to_hf` writes every field back under its
 config.json key. Configs survive a dict round trip
 (``dataclasses.asdict`` → JSON → ``cls(**d)``): ``__post_init__`` turns lists
 back into tuples and normalises what has several spellings.
@@ -103,8 +103,8 @@ class HFConfig:
                     f"{cls.model_type or cls.__name__} config.json lacks the key {key!r}; "
                     "add it (transformers' save_pretrained writes every key)."
                 )
-            # null means "unset": the field's default, unless that default is itself None
-            if f.init and key in d and (d[key] is not None or f.default is None):
+            # null is kept where the field can hold None; elsewhere it means "the default"
+            if f.init and key in d and (d[key] is not None or "None" in str(f.type)):
                 kwargs[f.name] = d[key]
         return cls(**kwargs)
 
