@@ -3,8 +3,9 @@
 A family subclasses :class:`CausalLM` and sets ``layer`` to its block; the
 block subclasses :class:`DecoderLayer` (pre-norm: ``x + attn(norm(x))``, then
 ``x + mlp(norm(x))``) and overrides only what differs: ``attention`` (a
-subclass of :class:`Attention`, e.g. with a QK-norm), ``make_norm`` or
-``make_mlp``, or ``forward`` for another residual order. Module names follow
+subclass of :class:`Attention`, e.g. with a QK-norm), ``norms`` (the names of
+its norms), ``make_norm`` or ``make_mlp``, or ``forward`` for another residual
+order. Module names follow
 Hugging Face checkpoints (``model.embed_tokens``,
 ``model.layers.{i}.self_attn.q_proj``, ``model.norm``, ``lm_head``), so the
 weight map is identity renames (:meth:`CausalLM.weight_map`).
@@ -80,12 +81,13 @@ class DecoderLayer(nn.Module):
     """A pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
     attention: type[Attention] = Attention
+    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")  # each make_norm
 
     def __init__(self, cfg: Any, layer_idx: int) -> None:
         super().__init__()
-        self.input_layernorm = self.make_norm(cfg, cfg.hidden_size)
+        for name in self.norms:
+            setattr(self, name, self.make_norm(cfg, cfg.hidden_size))
         self.self_attn = self.attention(cfg, layer_idx)
-        self.post_attention_layernorm = self.make_norm(cfg, cfg.hidden_size)
         self.mlp = self.make_mlp(cfg, layer_idx)
 
     @classmethod
