@@ -2,7 +2,8 @@
 
 A :class:`WeightMap` is a list of :class:`Rule` s. Each rule pairs a group of
 HF name patterns with a group of native name patterns; ``{}`` stands for an
-integer index (a layer, an expert) and is matched in order. Most rules are
+integer index (a layer, an expert) and is matched in order; in a drop rule
+``*`` stands for any text (``drop("vision_tower.*")``). Most rules are
 one-to-one renames; a rule with a :class:`Transform` reshapes, transposes,
 splits or fuses tensors, and a rule with no native side drops the HF tensors
 (for example precomputed RoPE buffers).
@@ -97,7 +98,7 @@ def stack(dim: int = 0) -> Transform:
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
-    parts = [re.escape(p) for p in pattern.split("{}")]
+    parts = [re.escape(p).replace(r"\*", ".*") for p in pattern.split("{}")]  # "*": any text
     return re.compile(r"(\d+)".join(parts) + r"\Z")
 
 
@@ -130,6 +131,7 @@ def identity(*names: str, optional: bool = False) -> list[Rule]:
 
 
 def drop(hf: str) -> Rule:
+    """HF tensors read from no checkpoint slot (e.g. ``"vision_tower.*"``: ``*`` is any text)."""
     return Rule((hf,), (), IDENTITY, True)
 
 
@@ -213,6 +215,8 @@ class WeightMap:
                 idx = tuple(int(g) for g in m.groups())
                 src_patterns = rule.hf if to_native else rule.native
                 group = tuple(_fill(p, idx) for p in src_patterns)
+                if len(src_patterns) == 1:
+                    group = (name,)  # the name itself (a "*" pattern cannot be filled in)
                 missing = [g for g in group if g not in pool]
                 if missing:
                     plan.incomplete.append((name, missing))
