@@ -270,15 +270,28 @@ def convert(
 ) -> dict[str, Any]:
     """Convert the checkpoint at ``path`` to layout ``to`` (``native`` or ``hf``) in the new folder ``out``.
 
+    ``to`` may also name a foreign format that writes (``loaders/foreign.py``),
+    which then decides what ``out`` is (a folder, or a file).
+
     Safetensors already in layout ``to`` are refused (nothing to convert); a
     ``.pth`` may be converted to either layout (it becomes safetensors).
     """
+    from .foreign import writable, writer
     from .sources import locate
 
-    if to not in LAYOUTS:
-        raise UsageError(f"Unknown layout {to!r}; use --to native or --to hf.")
+    fmt = writer(to) if to not in LAYOUTS else None
+    if to not in LAYOUTS and fmt is None:
+        raise UsageError(f"Unknown layout {to!r}; use --to {', '.join((*LAYOUTS, *writable()))}.")
     loc = locate(path)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
+    if fmt is not None and fmt.write is not None:  # a foreign format writes its own files
+        if Path(out).resolve() == Path(loc.path).resolve():
+            raise UsageError(f"--out {str(out)!r} is the checkpoint itself; choose a new name.")
+        result = fmt.write(prep, source, Path(out), loc)
+        if isinstance(source, StateDictSource):
+            source.close()
+        result.update(source_layout=prep.layout, config_source=choice.source, source=str(loc.path))
+        return result
     if prep.layout == to and loc.kind == "safetensors":  # a .pth to safetensors is a real conversion
         why = (
             f"its safetensors metadata says {FORMAT_KEY}={to}"
