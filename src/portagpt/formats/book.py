@@ -109,8 +109,11 @@ def read_config(data: Mapping[str, Any]) -> tuple[Any, Any] | None:
     return get_family(FAMILY), config_from_book(data)
 
 
-def choose(loc: Any, source: Any, family: Any) -> ConfigChoice:
+def choose(loc: Any, source: Any, family: Any, config: Any = None) -> ConfigChoice | None:
     from ..registry import get_family
+
+    if config is not None:  # --config / config=: the loaders read it (a book dict is recognised)
+        return None
 
     path = config_path(loc.files[0])
     cfg = config_from_book(read_json(path, path.name), repr(str(path)))

@@ -347,6 +347,10 @@ def choose(
 
     where = loc.where
     fam_arg = _family_arg(family, sidecar, source.combined_metadata())
+    fmt = getattr(loc, "format", None)
+    if fmt is not None and fmt.choose is not None and preset is None:
+        if (chosen := fmt.choose(loc, source, fam_arg, config)) is not None:
+            return chosen
     if config is not None:
         if isinstance(config, (str, Path)):
             hf = read_json(Path(config), "config.json")
@@ -354,10 +358,6 @@ def choose(
         if isinstance(config, Mapping):
             return _from_dict(config, fam_arg, "the config dict", "config dict")
         return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
-    fmt = getattr(loc, "format", None)
-    if fmt is not None and fmt.choose is not None and preset is None:
-        if (chosen := fmt.choose(loc, source, fam_arg)) is not None:
-            return chosen
     config_json = loc.folder / "config.json"
     if preset is None and config_json.is_file():
         hf = read_json(config_json, "config.json")

@@ -10,8 +10,9 @@ which formats exist, only that they may ask, in order:
   holds the rest (tokenizer files).
 * ``open(located)``: a tensor source (names, shapes, dtypes before data);
   its metadata's ``portagpt_format`` says the layout its names are in.
-* ``choose(located, source, family)``: a ``ConfigChoice`` (family, config,
-  where they came from), or None to let the loaders decide as for any file. A format may refuse here (a missing config file, a field the
+* ``choose(located, source, family, config)``: a ``ConfigChoice`` (family,
+  config, where they came from), or None to let the loaders decide as for any
+  file; ``config`` is what the user passed (``--config``/``config=``), if any. A format may refuse here (a missing config file, a field the
   weights cannot confirm), naming the flag or file to pass.
 * ``tokenizer(located, config)``: the tokenizer the format ships, or None.
 * ``read_config(mapping)``: ``(family, config)`` for a config dict in the
@@ -45,7 +46,7 @@ class ForeignFormat:
     files: Callable[[Path], list[Path]] | None = None
     folder: Callable[[Path], Path] | None = None
     open: Callable[[Any], Any] | None = None
-    choose: Callable[[Any, Any, Any], Any] | None = None
+    choose: Callable[[Any, Any, Any, Any], Any] | None = None
     tokenizer: Callable[[Any, Any], Any] | None = None
     read_config: Callable[[Mapping[str, Any]], tuple[Any, Any] | None] | None = None
     write: Callable[..., dict[str, Any]] | None = None
