@@ -15,7 +15,7 @@ These modules may name the family they target; ``core/``, ``loaders/`` and
 from __future__ import annotations
 
 from ..loaders.foreign import register_format
-from . import book, meta
+from . import book, meta, tf
 
-for _module in (book, meta):
+for _module in (book, meta, tf):
     register_format(_module.FORMAT)

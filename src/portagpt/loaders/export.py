@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -176,8 +176,13 @@ def _write(
     tokenizer_from: Path | None = None,
     max_shard_size: int | str = DEFAULT_SHARD_SIZE,
     sidecar_extra: Mapping[str, Any] | None = None,
+    extra_files: Callable[[Path], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``."""
+    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``.
+
+    ``extra_files(folder)`` writes more files (a foreign format's tokenizer) before the
+    folder appears, and returns their names.
+    """
     fam, cfg = prep.family, prep.config
     metadata = {FORMAT_KEY: to, FAMILY_KEY: fam.name, FORMAT_VERSION_KEY: FORMAT_VERSION}
     if to == "hf":
@@ -208,6 +213,8 @@ def _write(
             }
             (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
         copied = copy_tokenizer_files(tokenizer_from, tmp)
+        if extra_files is not None:
+            copied += [n for n in extra_files(tmp) if n not in copied]
     return {
         "out": str(out),
         "layout": to,
@@ -305,6 +312,11 @@ def convert(
     out = Path(out)
     if out.resolve() == Path(loc.folder).resolve():
         raise UsageError(f"--out {str(out)!r} is the checkpoint's own folder; choose a new folder.")
+    if to == "hf" and prep.layout != "native":  # hf-named but not safetensors (.pth, a foreign format)
+        native = StateDictSource(dict(mapped_tensors(prep, source)), private=True)
+        if isinstance(source, StateDictSource):
+            source.close()
+        source, prep = native, prepare(native, prep.family, prep.config, layout="native")
     result = _write(
         out,
         prep,
@@ -314,6 +326,11 @@ def convert(
         tokenizer_from=loc.folder,
         max_shard_size=max_shard_size,
         sidecar_extra={"converted_from": str(loc.path)},
+        extra_files=(
+            (lambda folder: loc.format.tokenizer_files(loc, folder))
+            if loc.format is not None and loc.format.tokenizer_files is not None
+            else None
+        ),
     )
     if isinstance(source, StateDictSource):
         source.close()

@@ -19,6 +19,9 @@ which formats exist, only that they may ask, in order:
   format's own spelling (``--config FILE.json`` or ``config=`` in Python), or
   None when the dict is not the format's.
 * ``write(prepared, source, out, located)``: ``portagpt convert --to NAME``.
+* ``tokenizer_files(located, folder)``: when such a checkpoint is converted to
+  ``hf``/``native``, write its tokenizer as files transformers reads (e.g.
+  ``tokenizer.json``) into the new folder; returns the names written.
 
 Formats are registered with :func:`register_format`; the ones that ship with
 portagpt live in ``portagpt.formats`` and are imported on first use, exactly as
@@ -50,6 +53,8 @@ class ForeignFormat:
     tokenizer: Callable[[Any, Any], Any] | None = None
     read_config: Callable[[Mapping[str, Any]], tuple[Any, Any] | None] | None = None
     write: Callable[..., dict[str, Any]] | None = None
+    # into a converted folder: tokenizer files transformers reads, made from the format's own
+    tokenizer_files: Callable[[Any, Path], list[str]] | None = None
     suffix: str = ""  # what `convert --to NAME --out` writes: "" a folder, ".pth" a file
 
 
