@@ -14,7 +14,7 @@ import os
 import sys
 import textwrap
 
-COMMANDS = ("families", "load", "inspect", "convert", "generate", "train", "compare", "smoke")
+COMMANDS = ("families", "load", "inspect", "convert", "generate", "chat", "train", "compare", "smoke")
 
 
 def _common() -> argparse.ArgumentParser:
