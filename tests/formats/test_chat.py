@@ -144,3 +144,59 @@ def test_chat_cli_refuses_a_checkpoint_without_a_template(tmp_path: Path) -> Non
                           input="hi\n", capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2 and "has no chat template" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
+
+
+def test_an_interrupted_answer_keeps_its_text_and_the_next_turn_reuses_the_cache(chat_ckpt: Path) -> None:
+    model, tok = portagpt.load(chat_ckpt)
+    chat = Chat(model, tok, options=SamplingOptions(max_new_tokens=20))
+    real, calls = model.forward, []
+
+    def interrupted(*args, **kwargs):  # Ctrl-C arriving inside the third forward pass
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    model.forward = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        for _ in chat.send("Who painted it?"):
+            pass
+    model.forward = real
+    assert chat.messages[-1]["role"] == "assistant" and chat.turns[-1].generated == 2
+    gen = chat.send("Go on.")
+    next(gen)
+    assert chat.cached_ids == chat.prompt_ids() and chat.turns[-1].prefilled < chat.turns[-1].conversation
+    gen.close()  # what the CLI does on Ctrl-C between tokens
+    assert [m["role"] for m in chat.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from transformers import LlamaConfig
+
+    from portagpt.smoke_tests.reference import write_hf_checkpoint
+
+    folder = tmp_path / "long"
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096)
+    write_hf_checkpoint(cfg, folder)
+    write_chat_tokenizer(folder)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "portagpt", "chat", str(folder), "--max-new-tokens", "4000", "--json"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("Tell me everything.\n")
+    proc.stdin.flush()
+    proc.stdout.read(1)  # the answer is streaming
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    out, err = proc.communicate("Shorter, please.\n", timeout=300)
+    assert proc.returncode == 0, err
+    assert "[stopped]" in out and "Traceback" not in err
+    turns = json.loads(out.strip().splitlines()[-1])["turns"]
+    assert len(turns) == 2 and turns[0]["generated"] < 4000 and turns[1]["prefilled"] < turns[1]["conversation"]
