@@ -35,25 +35,25 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument("path", nargs="?", help="checkpoint folder (same as --checkpoint)")
     p.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder to load")
-    p.add_argument("--repo-id", metavar="ID", help="Hugging Face hub id (resolved through the HF cache)")
+    p.add_argument("--repo-id", metavar="ID", help="Hugging Face hub id (through the HF cache)")
     p.add_argument("--revision", help="hub branch, tag or commit (with --repo-id)")
-    p.add_argument("--family", default=None, help="force the family instead of config.json's model_type")
-    p.add_argument("--system", default=None, help="a system message to start the conversation with")
-    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="per answer (default: 512)")
+    p.add_argument("--family", default=None, help="force the family instead of detecting it")
+    p.add_argument("--system", default=None, help="a system message to start the conversation")
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="per answer")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample from the K most likely")
-    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus mass to keep, in (0, 1]")
-    p.add_argument("--min-p", type=float, default=None, metavar="M", help="keep tokens >= M x the top probability")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample from the K best")
+    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus mass, in (0, 1]")
+    p.add_argument("--min-p", type=float, default=None, metavar="M", help="keep p >= M x the top p")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads for the steps")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads per step")
     p.add_argument(
         "--max-context",
         type=int,
         default=None,
         metavar="N",
-        help="KV cache positions for the whole conversation (default: the model's context, at most 4096)",
+        help="KV cache positions for the whole conversation (default: the model's, at most 4096)",
     )
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, auto")
     p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if present)")
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.set_defaults(func=run)
@@ -82,7 +82,7 @@ def _load(args: argparse.Namespace) -> Any:
         tokenizer=True,
     )
     if loaded.tokenizer is None:
-        raise TokenizerError(f"{loaded.source!r} has no tokenizer, so there is nothing to chat with.")
+        raise TokenizerError(f"{loaded.source!r} has no tokenizer, so nothing to chat with.")
     return loaded
 
 
@@ -107,13 +107,24 @@ def run(args: argparse.Namespace) -> int:
     from ..core.chat import Chat, SamplingOptions
 
     loaded = _load(args)
-    options = SamplingOptions(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed)
-    chat = Chat(loaded.model, loaded.tokenizer, system=args.system, options=options,
-                max_context=args.max_context, threads=args.threads)
+    options = SamplingOptions(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed
+    )
+    chat = Chat(
+        loaded.model,
+        loaded.tokenizer,
+        system=args.system,
+        options=options,
+        max_context=args.max_context,
+        threads=args.threads,
+    )
     tty = sys.stdin.isatty()
     if tty:
-        print(f"chatting with {loaded.source} ({loaded.family.name}); Ctrl-C stops an answer, Ctrl-D quits",
-              file=sys.stderr)
+        print(
+            f"chatting with {loaded.source} ({loaded.family.name}); Ctrl-C stops an answer, "
+            "Ctrl-D quits",
+            file=sys.stderr,
+        )
     while True:
         try:
             if tty:
@@ -135,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
         _answer(chat, text)
         turn = chat.turns[-1]
         print(
-            f"[turn {len(chat.turns)}: prefilled {turn.prefilled} of {turn.conversation} conversation tokens, "
-            f"{turn.generated} new in {time.perf_counter() - t0:.2f} s"
+            f"[turn {len(chat.turns)}: prefilled {turn.prefilled} of {turn.conversation} "
+            f"conversation tokens, {turn.generated} new in {time.perf_counter() - t0:.2f} s"
             f"{', end of turn' if turn.stopped else ''}]",
             file=sys.stderr,
         )

@@ -49,7 +49,7 @@ DEFAULT_MAX_CONTEXT = 4096
 
 @dataclass
 class Turn:
-    """What one turn cost: tokens prefilled here, and the conversation's length (a full re-prefill)."""
+    """What one turn cost: tokens prefilled, and the conversation's length (a full re-prefill)."""
 
     prefilled: int
     conversation: int
@@ -112,8 +112,8 @@ class Chat:
             raise TokenizerError(
                 "This checkpoint's tokenizer has no chat template (no 'chat_template' in "
                 "tokenizer_config.json, no chat_template.jinja), so there is no way to know how it "
-                "expects a conversation to be written. Use `portagpt generate --prompt TEXT` for plain "
-                "text continuation, or a chat/instruct checkpoint."
+                "expects a conversation to be written. Use `portagpt generate --prompt TEXT` for "
+                "plain text continuation, or a chat/instruct checkpoint."
             )
         o = self.options
         check_options(o.max_new_tokens, o.temperature, o.top_k, o.top_p, o.min_p)
@@ -123,7 +123,8 @@ class Chat:
         self.max_len = min(ctx, self.max_context or DEFAULT_MAX_CONTEXT)
         param = next(self.model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        self.cache: KVCache = make_cache(self.model.layer_specs, 1, self.max_len, self.dtype, self.device)
+        specs = self.model.layer_specs
+        self.cache: KVCache = make_cache(specs, 1, self.max_len, self.dtype, self.device)
         self.sliding = any(s.window is not None for s in self.model.layer_specs)
         self.stops = end_of_turn_ids(self.tokenizer)
         self.n_threads = Threads(step_threads(self.model, self.device, self.threads))
@@ -134,7 +135,9 @@ class Chat:
 
     # ---- the conversation as ids ---------------------------------------------------
     def render(self, add_generation_prompt: bool = True) -> str:
-        return self.tokenizer.apply_chat_template(self.messages, add_generation_prompt=add_generation_prompt)
+        return self.tokenizer.apply_chat_template(
+            self.messages, add_generation_prompt=add_generation_prompt
+        )
 
     def prompt_ids(self) -> list[int]:
         return encode_rendered(self.tokenizer, self.render())
@@ -179,8 +182,9 @@ class Chat:
         if room < 1:
             self.messages.pop()
             raise UsageError(
-                f"The conversation is {len(ids)} tokens, and the chat's context holds {self.max_len}; "
-                "start a new chat (or raise --max-context up to the model's context length)."
+                f"The conversation is {len(ids)} tokens, and the chat's context holds "
+                f"{self.max_len}; start a new chat (or raise --max-context up to the model's "
+                "context length)."
             )
         keep = self._rewind(ids)
         turn = Turn(prefilled=len(ids) - keep, conversation=len(ids))
@@ -190,8 +194,8 @@ class Chat:
         try:
             logits = self._forward(ids[keep:])
             for _ in range(min(self.options.max_new_tokens, room)):
-                o = self.options
-                nxt = int(next_token(logits, o.temperature, o.top_k, o.top_p, o.min_p, self.generator)[0])
+                o, gen = self.options, self.generator
+                nxt = int(next_token(logits, o.temperature, o.top_k, o.top_p, o.min_p, gen)[0])
                 if nxt in self.stops:
                     turn.stopped = True
                     break

@@ -61,7 +61,9 @@ def _pth_in(path: Path) -> Path | None:
         return path if path.suffix in PTH_SUFFIXES else None
     if not path.is_dir():
         return None
-    found = [p for p in sorted(path.iterdir()) if p.suffix in PTH_SUFFIXES and config_path(p).is_file()]
+    found = [
+        p for p in sorted(path.iterdir()) if p.suffix in PTH_SUFFIXES and config_path(p).is_file()
+    ]
     return found[0] if len(found) == 1 else None
 
 
@@ -78,7 +80,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
         want = "a number in [0, 1)"
     else:
-        ok, want = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
+        ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        want = "a positive integer"
     if not ok:
         raise ConfigError(f"{where}: {key!r} must be {want}, found {value!r}. Fix the config dict.")
 
@@ -89,7 +92,9 @@ def config_from_book(data: Mapping[str, Any], where: str = "the book's config di
 
     missing = [k for k in KEYS if k not in data]
     if missing:
-        raise ConfigError(f"{where} lacks {', '.join(map(repr, missing))}; the book's dict has {', '.join(KEYS)}.")
+        raise ConfigError(
+            f"{where} lacks {', '.join(map(repr, missing))}; the book's dict has {', '.join(KEYS)}."
+        )
     for key in KEYS:
         _check_value(key, data[key], where)
     fam = get_family(FAMILY)
@@ -129,11 +134,11 @@ def book_dict(cfg: Any) -> dict[str, Any]:
     """The book's config dict of a GPT-2 family config, refusing what the book cannot build."""
     problems = []
     if cfg.activation not in BOOK_ACTIVATIONS:
-        problems.append(f"activation {cfg.activation!r} (the book's GELU is the tanh approximation)")
+        problems.append(f"activation {cfg.activation!r} (the book's GELU is tanh-approximated)")
     if cfg.layer_norm_eps != BOOK_EPS:
         problems.append(f"layer_norm_eps {cfg.layer_norm_eps} (the book's LayerNorm uses 1e-5)")
     if cfg.mlp_dim != 4 * cfg.emb_dim:
-        problems.append(f"an MLP width of {cfg.mlp_dim} (the book's is 4 * emb_dim = {4 * cfg.emb_dim})")
+        problems.append(f"an MLP width of {cfg.mlp_dim} (the book's is 4 * emb_dim)")
     if problems:
         raise UsageError(
             f"This GPT-2 cannot be written as the book's GPTModel: it has {'; '.join(problems)}. "
@@ -151,7 +156,7 @@ def book_dict(cfg: Any) -> dict[str, Any]:
 
 
 def book_state(prep: Prepared, source: Source) -> dict[str, torch.Tensor]:
-    """The book's state dict: native tensors, an untied head, and the att.mask buffers, in its order."""
+    """The book's state dict: native tensors, an untied head, the att.mask buffers, in its order."""
     cfg = prep.config
     native = dict(mapped_tensors(prep, source))
     if "out_head.weight" not in native:  # tied here; the book's head is its own copy
@@ -175,8 +180,8 @@ def book_state(prep: Prepared, source: Source) -> dict[str, torch.Tensor]:
         out[name] = native.pop(name)
     if native:  # the family grew a tensor the book does not have: never drop it quietly
         raise UsageError(
-            f"This model has tensors the book's GPTModel has no place for: {', '.join(sorted(native)[:8])}. "
-            "Convert it --to hf or --to native instead."
+            "This model has tensors the book's GPTModel has no place for: "
+            f"{', '.join(sorted(native)[:8])}. Convert it --to hf or --to native instead."
         )
     return out
 
@@ -196,12 +201,15 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
     """``convert --to book --out model.pth``: the state dict and ``model_config.json`` beside it."""
     if prep.family.name != FAMILY:
         raise UsageError(
-            f"--to book writes the book's GPTModel, a GPT-2; this checkpoint is a {prep.family.name} "
-            "model. Use --to hf or --to native."
+            "--to book writes the book's GPTModel, a GPT-2; this checkpoint is a "
+            f"{prep.family.name} model. Use --to hf or --to native."
         )
     out = Path(out)
     if out.suffix not in PTH_SUFFIXES:
-        raise UsageError(f"--to book writes a PyTorch file: give --out a .pth name (e.g. model.pth), not {str(out)!r}.")
+        raise UsageError(
+            "--to book writes a PyTorch file: give --out a .pth name (e.g. model.pth), not "
+            f"{str(out)!r}."
+        )
     cfg_out = config_path(out)
     for dst in (out, cfg_out):
         if dst.exists():

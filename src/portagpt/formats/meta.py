@@ -55,7 +55,11 @@ SHARD = re.compile(r"consolidated\.(\d+)\.pth$")
 COLUMN = ("attention.wq", "attention.wk", "attention.wv", "feed_forward.w1", "feed_forward.w3")
 ROW = ("attention.wo", "feed_forward.w2")
 REPLICATED = ("attention_norm", "ffn_norm")
-LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+LLAMA3_ROPE = {
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 LAYER = {
     "attention.wq": "self_attn.q_proj",
     "attention.wk": "self_attn.k_proj",
@@ -72,7 +76,9 @@ DERIVED = ("rope.freqs",)  # RoPE frequencies some releases saved; recomputed fr
 
 
 def shards(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if SHARD.search(p.name)), key=lambda p: int(SHARD.search(p.name)[1]))  # type: ignore[index]
+    found = {p: SHARD.search(p.name) for p in folder.iterdir()}
+    numbered = {p: int(m[1]) for p, m in found.items() if m}
+    return sorted(numbered, key=numbered.__getitem__)
 
 
 def detect(path: Path) -> bool:
@@ -118,7 +124,9 @@ def _context(params: Mapping[str, Any], folder: Path) -> tuple[int, str]:
     if params.get("use_scaled_rope"):
         return 131072, "the scaled-RoPE releases' context"
     kind = meta_tokenizer.kind(folder)
-    return (8192, "the tiktoken releases' context") if kind == "tiktoken" else (4096, "the SentencePiece releases' context")
+    if kind == "tiktoken":
+        return 8192, "the tiktoken releases' context"
+    return 4096, "the SentencePiece releases' context"
 
 
 def hf_config(params: Mapping[str, Any], source: Any, folder: Path) -> tuple[dict[str, Any], str]:
@@ -127,15 +135,16 @@ def hf_config(params: Mapping[str, Any], source: Any, folder: Path) -> tuple[dic
     dim, n_heads = params["dim"], params["n_heads"]
     shapes = {n: tuple(t.shape) for n, t in source.tensors.items()}
     vocab = shapes["model.embed_tokens.weight"][0]
-    if isinstance(params.get("vocab_size"), int) and params["vocab_size"] > 0 and params["vocab_size"] != vocab:
-        raise ConfigError(f"{where} says vocab_size {params['vocab_size']}, but tok_embeddings has {vocab} rows.")
+    said = params.get("vocab_size")
+    if isinstance(said, int) and said > 0 and said != vocab:
+        raise ConfigError(f"{where} says vocab_size {said}, but tok_embeddings has {vocab} rows.")
     hidden = ffn_hidden(dim, int(params.get("multiple_of", 256)), params.get("ffn_dim_multiplier"))
     w1 = shapes.get("model.layers.0.mlp.gate_proj.weight", (hidden,))[0]
     if w1 != hidden:
         raise ConfigError(
             f"{where}: multiple_of {params.get('multiple_of', 256)} and ffn_dim_multiplier "
-            f"{params.get('ffn_dim_multiplier')} give an MLP width of {hidden}, but layers.0.feed_forward.w1 "
-            f"has {w1} rows. Fix params.json to match the weights."
+            f"{params.get('ffn_dim_multiplier')} give an MLP width of {hidden}, but "
+            f"layers.0.feed_forward.w1 has {w1} rows. Fix params.json to match the weights."
         )
     ctx, ctx_from = _context(params, folder)
     out: dict[str, Any] = {
@@ -156,9 +165,9 @@ def hf_config(params: Mapping[str, Any], source: Any, folder: Path) -> tuple[dic
         factor = params.get("rope_scaling_factor")
         if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
             raise ConfigError(
-                f"{where} sets use_scaled_rope but not rope_scaling_factor, which the weights cannot "
-                "show (Meta's releases: 8 for Llama 3.1, 32 for Llama 3.2). Pass --config FILE.json "
-                'with a copy of params.json that adds "rope_scaling_factor": 8 or 32.'
+                f"{where} sets use_scaled_rope but not rope_scaling_factor, which the weights "
+                "cannot show (Meta's releases: 8 for Llama 3.1, 32 for Llama 3.2). Pass --config "
+                'FILE.json with a copy of params.json that adds "rope_scaling_factor": 8 or 32.'
             )
         out["rope_scaling"] = {"rope_type": "llama3", "factor": float(factor), **LLAMA3_ROPE}
     return out, f"{PARAMS} (Meta's original format; context length from {ctx_from})"
@@ -169,18 +178,24 @@ def choose(loc: Any, source: Any, family: Any, config: Any = None) -> ConfigChoi
 
     fam = get_family(FAMILY)
     if family and (family if isinstance(family, str) else family.name) != FAMILY:
-        raise ConfigError(f"{loc.where} is one of Meta's original Llama checkpoints; leave --family out.")
+        raise ConfigError(
+            f"{loc.where} is one of Meta's original Llama checkpoints; leave --family out."
+        )
     params = read_params(loc.folder)
     label_from = PARAMS
     if config is not None:
         if not isinstance(config, (str, Path, Mapping)):
             return ConfigChoice(fam, config, "config object")
-        params = dict(config) if isinstance(config, Mapping) else read_json(Path(config), "--config")
+        if isinstance(config, Mapping):
+            params = dict(config)
+        else:
+            params = read_json(Path(config), "--config")
         label_from = "the config dict" if isinstance(config, Mapping) else f"--config {config}"
         if "model_type" in params:  # a transformers config.json
             return ConfigChoice(fam, config_from_hf(fam, params, label_from), label_from)
     hf, label = hf_config(params, source, loc.folder)
-    return ConfigChoice(fam, config_from_hf(fam, hf, label_from), label.replace(PARAMS, label_from, 1))
+    label = label.replace(PARAMS, label_from, 1)
+    return ConfigChoice(fam, config_from_hf(fam, hf, label_from), label)
 
 
 # ---- reading and merging -------------------------------------------------------------
@@ -196,15 +211,17 @@ def _axis(name: str, parts: list[torch.Tensor], dim: int) -> int | None:
     return None
 
 
-def merge(states: list[dict[str, torch.Tensor]], files: list[Path], dim: int) -> dict[str, torch.Tensor]:
+def merge(
+    states: list[dict[str, torch.Tensor]], files: list[Path], dim: int
+) -> dict[str, torch.Tensor]:
     """One state dict from model-parallel shards (see the module docstring)."""
     names = list(states[0])
     for f, s in zip(files[1:], states[1:], strict=True):
         if set(s) != set(names):
             odd = sorted(set(s) ^ set(names))[:4]
             raise CheckpointError(
-                f"{str(f)!r} and {files[0].name} hold different tensors ({', '.join(odd)}): the shards are "
-                "from different checkpoints. Download the folder again."
+                f"{str(f)!r} and {files[0].name} hold different tensors ({', '.join(odd)}): the "
+                "shards are from different checkpoints. Download the folder again."
             )
     merged = {}
     for name in names:
@@ -214,8 +231,9 @@ def merge(states: list[dict[str, torch.Tensor]], files: list[Path], dim: int) ->
             merged[name] = torch.cat(parts, dim=axis)
         elif any(not torch.equal(p, parts[0]) for p in parts[1:]):
             raise CheckpointError(
-                f"{name!r} should be the same in every shard (a replicated tensor) but differs between "
-                f"{files[0].name} and the others: the shards are from different checkpoints."
+                f"{name!r} should be the same in every shard (a replicated tensor) but differs "
+                f"between {files[0].name} and the others: the shards are from different "
+                "checkpoints."
             )
         else:
             merged[name] = parts[0]
@@ -233,8 +251,9 @@ def hf_name(name: str) -> str | None:
     if base in TOP and name.endswith(".weight"):
         return f"{TOP[base]}.weight"
     raise CheckpointError(
-        f"Meta checkpoint tensor {name!r} is not one of Meta's Llama names (tok_embeddings, layers.N."
-        "attention.wq/wk/wv/wo, feed_forward.w1/w2/w3, attention_norm, ffn_norm, norm, output)."
+        f"Meta checkpoint tensor {name!r} is not one of Meta's Llama names (tok_embeddings, "
+        "layers.N.attention.wq/wk/wv/wo, feed_forward.w1/w2/w3, attention_norm, ffn_norm, norm, "
+        "output)."
     )
 
 
@@ -245,7 +264,8 @@ def open_meta(loc: Any) -> StateDictSource:
     states = []
     for f in files:
         obj = torch_load(f)
-        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        ok = isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values())
+        if not ok:
             raise CheckpointError(f"{str(f)!r} is not a Meta state dict (name -> tensor).")
         states.append(dict(obj))
     merged = merge(states, files, params["dim"])
@@ -289,7 +309,9 @@ def params_of(cfg: Any, prefer: Mapping[str, Any] | None = None) -> dict[str, An
     if rope.type not in ("default", "llama3"):
         problems.append(f"RoPE recipe {rope.type!r}")
     if problems:
-        raise UsageError(f"Meta's params.json cannot express {', '.join(problems)}; use --to hf or --to native.")
+        raise UsageError(
+            f"Meta's params.json cannot express {', '.join(problems)}; use --to hf or --to native."
+        )
     out: dict[str, Any] = {
         "dim": cfg.hidden_size,
         "n_layers": cfg.num_hidden_layers,
@@ -305,7 +327,9 @@ def params_of(cfg: Any, prefer: Mapping[str, Any] | None = None) -> dict[str, An
     if rope.type == "llama3":
         extra = {k: rope.params.get(k) for k in LLAMA3_ROPE}
         if extra != LLAMA3_ROPE:
-            raise UsageError(f"Meta's scaled RoPE fixes {LLAMA3_ROPE}; this model has {extra}. Use --to hf.")
+            raise UsageError(
+                f"Meta's scaled RoPE fixes {LLAMA3_ROPE}; this model has {extra}. Use --to hf."
+            )
         out["rope_scaling_factor"] = rope.params["factor"]
     return out
 
@@ -323,7 +347,9 @@ def _ffn_fields(dim: int, hidden: int, prefer: Mapping[str, Any] | None = None) 
     mult = (hidden + 0.5) / base
     if ffn_hidden(dim, 1, mult) == hidden:
         return {"multiple_of": 1, "ffn_dim_multiplier": mult}
-    raise UsageError(f"No multiple_of/ffn_dim_multiplier gives an MLP width of {hidden} for dim {dim}.")
+    raise UsageError(
+        f"No multiple_of/ffn_dim_multiplier gives an MLP width of {hidden} for dim {dim}."
+    )
 
 
 def meta_name(hf: str) -> str:
@@ -340,7 +366,10 @@ def meta_name(hf: str) -> str:
 def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[str, Any]:
     """``convert --to meta --out DIR``: params.json, consolidated.00.pth, tokenizer.model."""
     if prep.family.name != FAMILY:
-        raise UsageError(f"--to meta writes Meta's Llama format; this is a {prep.family.name} model. Use --to hf.")
+        raise UsageError(
+            f"--to meta writes Meta's Llama format; this is a {prep.family.name} model. "
+            "Use --to hf."
+        )
     cfg = prep.config
     src = getattr(loc, "folder", None)
     prefer = read_params(Path(src)) if src is not None and detect(Path(src)) else None
@@ -376,7 +405,7 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
 
 FORMAT = ForeignFormat(
     name="meta",
-    description="Meta's original Llama checkpoints (params.json, consolidated.NN.pth, tokenizer.model)",
+    description="Meta's original Llama folders (params.json, consolidated.NN.pth, tokenizer.model)",
     detect=detect,
     files=shards,
     folder=lambda p: p,

@@ -1,4 +1,4 @@
-"""The ``tokenizer.model`` of Meta's original releases: SentencePiece (Llama 2) or tiktoken (Llama 3).
+"""The ``tokenizer.model`` of Meta's releases: SentencePiece (Llama 2) or tiktoken (Llama 3).
 
 * Llama 2: a SentencePiece model, read with the ``sentencepiece`` package;
   ``encode`` puts BOS first, as Meta's generation code and transformers do.
@@ -46,7 +46,9 @@ LLAMA3_SPECIALS = [
     "<|eot_id|>",
     "<|python_tag|>",
 ]
-LLAMA3_SPECIALS += [f"<|reserved_special_token_{2 + i}|>" for i in range(NUM_RESERVED - len(LLAMA3_SPECIALS))]
+LLAMA3_SPECIALS += [
+    f"<|reserved_special_token_{2 + i}|>" for i in range(NUM_RESERVED - len(LLAMA3_SPECIALS))
+]
 LLAMA3_STOPS = ("<|end_of_text|>", "<|eom_id|>", "<|eot_id|>")
 _RANK_LINE = re.compile(rb"^[A-Za-z0-9+/=]+ \d+$")
 
@@ -71,8 +73,8 @@ def read_ranks(path: Path) -> dict[bytes, int]:
             ranks[base64.b64decode(token, validate=True)] = int(rank)
         except (ValueError, binascii.Error):
             raise TokenizerError(
-                f"{str(path)!r} line {no} is not 'base64-token rank' (a tiktoken ranks file); the file "
-                "is corrupted. Download tokenizer.model again."
+                f"{str(path)!r} line {no} is not 'base64-token rank' (a tiktoken ranks file); the "
+                "file is corrupted. Download tokenizer.model again."
             ) from None
     return ranks
 
@@ -95,7 +97,9 @@ def llama3_tokenizer(path: Path) -> MetaTiktokenTokenizer:
 
     ranks = read_ranks(path)
     specials = {tok: len(ranks) + i for i, tok in enumerate(LLAMA3_SPECIALS)}
-    enc = tiktoken.Encoding(name=str(path), pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks, special_tokens=specials)
+    enc = tiktoken.Encoding(
+        name=str(path), pat_str=LLAMA3_PATTERN, mergeable_ranks=ranks, special_tokens=specials
+    )
     return MetaTiktokenTokenizer(enc, specials)
 
 
@@ -130,8 +134,8 @@ def sentencepiece_tokenizer(path: Path) -> SentencePieceTokenizer:
         sp.Load(str(path))
     except (OSError, RuntimeError) as exc:
         raise TokenizerError(
-            f"{str(path)!r} is neither tiktoken ranks nor a SentencePiece model ({exc}); the file is "
-            "corrupted. Download tokenizer.model again."
+            f"{str(path)!r} is neither tiktoken ranks nor a SentencePiece model ({exc}); the file "
+            "is corrupted. Download tokenizer.model again."
         ) from None
     return SentencePieceTokenizer(sp)
 

@@ -50,7 +50,8 @@ def checkpoint_prefix(folder: Path) -> Path | None:
     """The checkpoint's path prefix: from the ``checkpoint`` file, else the one ``*.index``."""
     record = folder / "checkpoint"
     if record.is_file():
-        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', record.read_text(errors="replace"), re.M)
+        text = record.read_text(errors="replace")
+        m = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.M)
         if m:
             prefix = Path(m[1]) if Path(m[1]).is_absolute() else folder / m[1]
             if prefix.with_name(prefix.name + ".index").is_file():
@@ -74,9 +75,9 @@ def tensorflow() -> Any:
         import tensorflow as tf
     except ImportError:
         raise MissingExtraError(
-            "Reading OpenAI's TensorFlow GPT-2 checkpoints needs TensorFlow, which is not installed. "
-            f"Install the extra: {INSTALL} (it pulls tensorflow-cpu), or convert the checkpoint on a "
-            "machine that has it (portagpt convert DIR --to hf --out OUT)."
+            "Reading OpenAI's TensorFlow GPT-2 checkpoints needs TensorFlow, which is not "
+            f"installed. Install the extra: {INSTALL} (it pulls tensorflow-cpu), or convert the "
+            "checkpoint on a machine that has it (portagpt convert DIR --to hf --out OUT)."
         ) from None
     return tf
 
@@ -90,8 +91,9 @@ def hf_name(var: str) -> str:
     m = _BLOCK.fullmatch(var)
     if m is None:
         raise CheckpointError(
-            f"TensorFlow variable {var!r} is not one of OpenAI's GPT-2 names (model/wte, model/wpe, "
-            "model/hN/attn/c_attn/w, ..., model/ln_f/g); this is not a GPT-2 checkpoint from OpenAI."
+            f"TensorFlow variable {var!r} is not one of OpenAI's GPT-2 names (model/wte, "
+            "model/wpe, model/hN/attn/c_attn/w, ..., model/ln_f/g); this is not a GPT-2 "
+            "checkpoint from OpenAI."
         )
     return f"transformer.h.{m[1]}.{m[2].replace('/', '.')}.{_LEAF[m[3]]}"
 
@@ -125,13 +127,25 @@ def choose(loc: Any, source: Any, family: Any, config: Any = None) -> ConfigChoi
         return None
     path = loc.folder / HPARAMS
     hp = read_json(path, HPARAMS)
-    missing = [k for k in ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer") if not isinstance(hp.get(k), int)]
+    keys = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")
+    missing = [k for k in keys if not isinstance(hp.get(k), int) or isinstance(hp.get(k), bool)]
     if missing:
-        raise ConfigError(f"{str(path)!r} lacks integer {', '.join(map(repr, missing))} (OpenAI's hparams.json keys).")
-    hf = {"model_type": "gpt2", "vocab_size": hp["n_vocab"], "n_positions": hp["n_ctx"], "n_embd": hp["n_embd"],
-          "n_head": hp["n_head"], "n_layer": hp["n_layer"], "tie_word_embeddings": True}
+        raise ConfigError(
+            f"{str(path)!r} lacks integer {', '.join(map(repr, missing))} (OpenAI's hparams.json "
+            "keys)."
+        )
+    hf = {
+        "model_type": "gpt2",
+        "vocab_size": hp["n_vocab"],
+        "n_positions": hp["n_ctx"],
+        "n_embd": hp["n_embd"],
+        "n_head": hp["n_head"],
+        "n_layer": hp["n_layer"],
+        "tie_word_embeddings": True,
+    }
     fam = get_family(FAMILY)
-    return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(path))), f"{HPARAMS} (OpenAI's TensorFlow GPT-2)")
+    cfg = config_from_hf(fam, hf, repr(str(path)))
+    return ConfigChoice(fam, cfg, f"{HPARAMS} (OpenAI's TensorFlow GPT-2)")
 
 
 def tokenizer(loc: Any, cfg: Any) -> HFTokenizer | None:
@@ -144,13 +158,16 @@ def tokenizer(loc: Any, cfg: Any) -> HFTokenizer | None:
     try:
         tok = Tokenizer(models.BPE.from_file(str(enc), str(bpe)))
     except Exception as exc:  # tokenizers raises a bare Exception subclass
-        raise CheckpointError(f"encoder.json / vocab.bpe in {str(loc.folder)!r} are not a BPE vocabulary: {exc}") from None
+        raise CheckpointError(
+            f"encoder.json / vocab.bpe in {str(loc.folder)!r} are not a BPE vocabulary: {exc}"
+        ) from None
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     eot = json.loads(enc.read_text()).get(EOT)
     if eot is not None:
         tok.add_special_tokens([EOT])
-    return HFTokenizer(tok, eos_token_id=eot, special_tokens_map={"eos_token": EOT} if eot is not None else {})
+    specials = {"eos_token": EOT} if eot is not None else {}
+    return HFTokenizer(tok, eos_token_id=eot, special_tokens_map=specials)
 
 
 def tokenizer_files(loc: Any, folder: Path) -> list[str]:
@@ -166,7 +183,7 @@ def tokenizer_files(loc: Any, folder: Path) -> list[str]:
 
 FORMAT = ForeignFormat(
     name="tf",
-    description="OpenAI's TensorFlow GPT-2 checkpoints (hparams.json, model.ckpt.*, encoder.json, vocab.bpe)",
+    description="OpenAI's TensorFlow GPT-2 (hparams.json, model.ckpt.*, encoder.json, vocab.bpe)",
     detect=detect,
     files=files,
     folder=lambda p: p,

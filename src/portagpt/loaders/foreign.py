@@ -12,8 +12,9 @@ which formats exist, only that they may ask, in order:
   its metadata's ``portagpt_format`` says the layout its names are in.
 * ``choose(located, source, family, config)``: a ``ConfigChoice`` (family,
   config, where they came from), or None to let the loaders decide as for any
-  file; ``config`` is what the user passed (``--config``/``config=``), if any. A format may refuse here (a missing config file, a field the
-  weights cannot confirm), naming the flag or file to pass.
+  file; ``config`` is what the user passed (``--config``/``config=``), if
+  any. A format may refuse here (a missing config file, a field the weights
+  cannot confirm), naming the flag or file to pass.
 * ``tokenizer(located, config)``: the tokenizer the format ships, or None.
 * ``read_config(mapping)``: ``(family, config)`` for a config dict in the
   format's own spelling (``--config FILE.json`` or ``config=`` in Python), or
