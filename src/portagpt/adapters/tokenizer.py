@@ -7,6 +7,15 @@ Two real implementations, no hand-written BPE:
 * :class:`HFTokenizer` wraps ``tokenizers.Tokenizer`` read from a checkpoint's
   ``tokenizer.json``, with stop ids from config.json / generation_config.json
   and the chat template from tokenizer_config.json (rendered with jinja2).
+
+The host owns the tokenizer of a model trained from scratch:
+:func:`bundled_bpe` is the byte-level BPE that ships with portagpt (tiktoken's
+``r50k_base``: 50,257 ids, ``<|endoftext|>`` = 50256), and
+:func:`scratch_tokenizer` returns it when a config's vocabulary can hold its
+ids (a clear :class:`TokenizerError` otherwise). :func:`load_tokenizer` is the
+default ``Family.load_tokenizer``: a checkpoint's ``tokenizer.json``, or the
+scratch tokenizer for ``folder=None`` and for folders portagpt's trainer wrote
+without one.
 """
 
 from __future__ import annotations
@@ -14,10 +23,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..core.checkpoint import SIDECAR_FILE
 from ..errors import TokenizerError
+
+BPE_FILE = "data/r50k_base.tiktoken"
+BPE_EOT = 50256  # <|endoftext|>
+# The byte-level BPE's pre-tokenisation pattern (as tiktoken's r50k_base writes it).
+BPE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @runtime_checkable
@@ -122,6 +139,34 @@ class TiktokenTokenizer(ChatTemplateMixin):
         return self.encoding.decode([int(i) for i in ids])
 
 
+def _read_tokenizer_json(path: Path) -> Any:
+    """``tokenizers.Tokenizer`` from ``path``, checked to hold a vocabulary and to encode text."""
+    from tokenizers import Tokenizer as _Tok
+
+    try:
+        tok = _Tok.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception subclass
+        detail = " ".join(str(exc).split())[:300]
+        raise TokenizerError(
+            f"{str(path)!r} is not a valid tokenizer.json ({detail}). The file is damaged or from "
+            "an incompatible tool; save the tokenizer again (tokenizer.save_pretrained(dir))."
+        ) from None
+    size = tok.get_vocab_size(with_added_tokens=True)
+    try:
+        probe = tok.encode("Hello, world! 123", add_special_tokens=False).ids
+    except Exception as exc:  # noqa: BLE001 - a broken pipeline raises anything
+        probe, size = [], -1
+        detail = f" (encoding raised {type(exc).__name__})"
+    else:
+        detail = ""
+    if size <= 0 or any(i < 0 or i >= size for i in probe):
+        raise TokenizerError(
+            f"{str(path)!r} loads but cannot tokenise text{detail}: it has {max(size, 0)} ids and "
+            f"encodes a test sentence to {probe[:8]}. The file is damaged; save the tokenizer again."
+        )
+    return tok
+
+
 class HFTokenizer(ChatTemplateMixin):
     """``tokenizers.Tokenizer`` from a checkpoint folder's tokenizer.json."""
 
@@ -152,26 +197,28 @@ class HFTokenizer(ChatTemplateMixin):
     @classmethod
     def from_folder(cls, folder: str | Path) -> HFTokenizer:
         """Read tokenizer.json (+ tokenizer_config.json, config.json, generation_config.json)."""
-        from tokenizers import Tokenizer as _Tok
-
         folder = Path(folder)
         tj = folder / "tokenizer.json"
         if not tj.is_file():
             raise TokenizerError(
                 f"No tokenizer.json in {str(folder)!r}. Save the tokenizer next to the weights "
-                "(tokenizer.save_pretrained(dir) in transformers), or pass --tokenizer-from DIR."
+                "(tokenizer.save_pretrained(dir) in transformers)."
             )
-        try:
-            tok = _Tok.from_file(str(tj))
-        except Exception as exc:  # tokenizers raises a bare Exception subclass
-            raise TokenizerError(f"{str(tj)!r} is not a valid tokenizer.json: {exc}") from None
+        tok = _read_tokenizer_json(tj)
         cfg: dict[str, Any] = {}
         tc = folder / "tokenizer_config.json"
         if tc.is_file():
             try:
                 cfg = json.loads(tc.read_text())
-            except json.JSONDecodeError as exc:
-                raise TokenizerError(f"{str(tc)!r} is not valid JSON: {exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise TokenizerError(
+                    f"{str(tc)!r} is not valid JSON ({exc}). Fix the file or save the tokenizer again."
+                ) from None
+            if not isinstance(cfg, dict):
+                raise TokenizerError(
+                    f"{str(tc)!r} must hold a JSON object, found {type(cfg).__name__}. Fix the file "
+                    "or save the tokenizer again."
+                )
 
         def token_text(key: str) -> str | None:
             v = cfg.get(key)
@@ -180,6 +227,13 @@ class HFTokenizer(ChatTemplateMixin):
             return v if isinstance(v, str) else None
 
         specials = {k: t for k in ("bos_token", "eos_token", "pad_token", "unk_token") if (t := token_text(k))}
+        unknown = [k for k in ("bos_token", "eos_token", "pad_token") if k in specials and tok.token_to_id(specials[k]) is None]
+        if unknown:
+            k = unknown[0]
+            raise TokenizerError(
+                f"{str(tc)!r} names {k} {specials[k]!r}, which {str(tj)!r} does not contain: the two "
+                "files are from different tokenizers (or one is damaged). Save the tokenizer again."
+            )
         stop_ids = stop_ids_from_configs(folder)
         eos_text = specials.get("eos_token")
         eos_id = tok.token_to_id(eos_text) if eos_text else None
@@ -213,3 +267,63 @@ class HFTokenizer(ChatTemplateMixin):
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+@lru_cache(maxsize=1)
+def _bundled_encoding() -> Any:
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    with resources.as_file(resources.files("portagpt").joinpath(BPE_FILE)) as path:
+        ranks = load_tiktoken_bpe(str(path))
+    return tiktoken.Encoding(
+        name="r50k_base",
+        pat_str=BPE_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": BPE_EOT},
+    )
+
+
+def bundled_bpe() -> TiktokenTokenizer:
+    """The byte-level BPE bundled with portagpt (50,257 ids; offline, no download)."""
+    return TiktokenTokenizer(_bundled_encoding(), eos_token_id=BPE_EOT)
+
+
+def scratch_tokenizer(vocab_size: int | None) -> TiktokenTokenizer:
+    """The tokenizer of a model trained from scratch: the bundled BPE, when its ids fit.
+
+    Raises :class:`TokenizerError` when ``vocab_size`` is smaller than the
+    bundled BPE's 50,257 ids (a model cannot embed ids it has no row for).
+    """
+    tok = bundled_bpe()
+    if vocab_size is not None and vocab_size < tok.vocab_size:
+        raise TokenizerError(
+            f"This config has a vocabulary of {vocab_size} ids, too small for the bundled BPE "
+            f"({tok.vocab_size} ids) that models trained from scratch use, and no checkpoint "
+            "folder with a tokenizer.json was given. Pass the checkpoint folder, or use a preset "
+            f"with vocab_size >= {tok.vocab_size} (e.g. 'tiny')."
+        )
+    return tok
+
+
+def load_tokenizer(folder: Path | None, cfg: Any = None) -> Tokenizer:
+    """A family's tokenizer: ``folder``'s tokenizer.json, else the scratch tokenizer.
+
+    ``folder=None`` means a model trained from scratch (:func:`scratch_tokenizer`
+    for ``cfg.vocab_size``). A folder without tokenizer.json gets the scratch
+    tokenizer only when portagpt's trainer wrote it (it has the sidecar); any
+    other such folder is an error, since a real checkpoint's vocabulary is its own.
+    """
+    if folder is not None:
+        folder = Path(folder)
+        if (folder / "tokenizer.json").is_file() or not (folder / SIDECAR_FILE).is_file():
+            return HFTokenizer.from_folder(folder)
+    return scratch_tokenizer(getattr(cfg, "vocab_size", None))
+
+
+def load_tokenizer_or_bundled(folder: Path | None, cfg: Any = None) -> Tokenizer:
+    """For families whose own vocabulary is the bundled BPE: tokenizer.json when the folder
+    ships one, else the bundled BPE (any folder, e.g. a bare ``model.pth``)."""
+    if folder is not None and (Path(folder) / "tokenizer.json").is_file():
+        return HFTokenizer.from_folder(folder)
+    return scratch_tokenizer(getattr(cfg, "vocab_size", None))
