@@ -305,7 +305,7 @@ def params_of(cfg: Any, prefer: Mapping[str, Any] | None = None) -> dict[str, An
         )
         if bad
     ]
-    rope = cfg.rope
+    rope = cfg.rope()
     if rope.type not in ("default", "llama3"):
         problems.append(f"RoPE recipe {rope.type!r}")
     if problems:
