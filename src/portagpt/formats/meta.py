@@ -413,4 +413,5 @@ FORMAT = ForeignFormat(
     choose=choose,
     tokenizer=tokenizer,
     write=write,
+    tokenizer_files=meta_tokenizer.hf_files,
 )
