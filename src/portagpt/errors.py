@@ -68,3 +68,11 @@ class RunFolderBusyError(PortagptError, RuntimeError):
 
 class DiskFullError(PortagptError, OSError):
     """A write failed for lack of space (ENOSPC) or a file size limit (EFBIG, ``ulimit -f``)."""
+
+
+class ConfigMismatchError(ConfigError, WeightMismatchError):
+    """A config that contradicts the checkpoint's tensors (seen from headers, before building)."""
+
+
+class NonFiniteError(PortagptError, FloatingPointError):
+    """NaN or infinity where numbers must be finite (logits during generation, a loss)."""

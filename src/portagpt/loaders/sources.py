@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..core.checkpoint_format import SIDECAR_FILE, live_folder
 from ..errors import CheckpointError, CheckpointNotFoundError, UsageError
-from .safetensors_index import TensorIndex, read_index_json, weight_files
+from .safetensors_index import TensorIndex, read_index_json, shard_paths, weight_files
 from .state_dict import PTH_SUFFIXES, StateDictSource
 
 PREFERRED_PTH = ("model.pth", "pytorch_model.bin", "model.pt")
@@ -104,14 +104,14 @@ def locate(path: str | Path) -> Located:
     name = path.name
     if name.endswith(".index.json"):
         weight_map = read_index_json(path)
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (path.parent / s).is_file()]
+        shards = shard_paths(path, weight_map)
+        missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointNotFoundError(
                 f"{str(path)!r} names shard(s) missing from its folder: {', '.join(missing)}. "
                 "Download the missing shards (or the whole checkpoint) again."
             )
-        return Located("safetensors", path, path.parent, [path.parent / s for s in shards], weight_map)
+        return Located("safetensors", path, path.parent, shards, weight_map)
     if path.suffix == ".safetensors":
         return Located("safetensors", path, path.parent, [path])
     if path.suffix in PTH_SUFFIXES:
