@@ -194,6 +194,8 @@ def temp_name(target: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there: never judge, never remove
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
