@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DiskFullError
+from ..errors import CheckpointError, ConfigError, DiskFullError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -171,6 +171,25 @@ def sidecar(family: str | None, config: Any, **extra: Any) -> dict[str, Any]:
         "config": None if config is None else config_to_dict(config),
         **extra,
     }
+
+
+def check_format_version(data: Any, path: Path, *, required: bool = False) -> dict[str, Any]:
+    """``data`` (a parsed sidecar) if this portagpt reads its format version; else a CheckpointError.
+
+    A sidecar without ``format_version`` is accepted unless ``required``.
+    """
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{str(path)!r} must hold a JSON object (portagpt's sidecar), found "
+            f"{type(data).__name__}. Fix or remove the file."
+        )
+    found = data.get("format_version")
+    if found == FORMAT_VERSION or (found is None and not required):
+        return data
+    raise CheckpointError(
+        f"{str(path)!r} has format_version {found!r}; this portagpt reads version "
+        f"{FORMAT_VERSION}. Use the portagpt version that wrote it, or train afresh."
+    )
 
 
 def weights_metadata(layout: str, family: str | None) -> dict[str, str]:

@@ -36,7 +36,13 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
-from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
+from ..core.checkpoint_format import (  # noqa: F401  (re-exported)
+    FAMILY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION_KEY,
+    TIED_KEY,
+    check_format_version,
+)
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
@@ -522,7 +528,7 @@ def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bo
 
 def read_sidecar(folder: Path) -> dict[str, Any] | None:
     path = folder / SIDECAR
-    return read_json(path, SIDECAR) if path.is_file() else None
+    return check_format_version(read_json(path, SIDECAR), path) if path.is_file() else None
 
 
 def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> None:
