@@ -42,6 +42,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import types
 import typing
@@ -262,6 +263,18 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def ignore_file_size_signal() -> None:
+    """Make ``ulimit -f`` an ``EFBIG`` OSError instead of a SIGXFSZ kill (CPython's own default;
+    set again in case an embedding host changed it). Only the main thread may set handlers."""
+    sig = getattr(signal, "SIGXFSZ", None)
+    if sig is None:
+        return
+    try:
+        signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
+
 def _umask_mode(mode: int) -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -272,6 +285,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, hint: str = "") -> None
     """Write ``data`` to ``path`` all at once: temp file beside it, fsync, ``os.replace``."""
     path = Path(path)
     tmp = temp_name(path)
+    ignore_file_size_signal()
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -333,6 +347,7 @@ def atomic_folder(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
+    ignore_file_size_signal()
     tmp = temp_name(target)
     tmp.mkdir(mode=_umask_mode(0o777))
     try:
