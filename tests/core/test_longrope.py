@@ -137,3 +137,22 @@ def test_prompt_longer_than_the_original_context_needs_no_reprefill(checkpoint):
     prompt = _ids(10, (1, ORIGINAL + 3))
     reference = hf_greedy(phi3, prompt, 8, use_cache=True)[0].tolist()
     assert generate(model, prompt, max_new_tokens=8).new_ids == [reference]
+
+
+def _compiler_available() -> bool:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # noqa: BLE001
+        return False
+    return True
+
+
+@pytest.mark.slow  # compiling takes ~30 s on 2 CPU cores
+@pytest.mark.skipif(not _compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_decode_reprefills_at_the_crossing_too(checkpoint):
+    hf, phi3, model = checkpoint
+    prompt = _ids(7, (1, PROMPT))
+    reference = hf_greedy(phi3, prompt, NEW, use_cache=True)[0].tolist()
+    assert generate(model, prompt, max_new_tokens=NEW, compile=True).new_ids == [reference]
