@@ -136,7 +136,7 @@ def test_su_spelling_and_top_level_original_context_read_as_longrope() -> None:
 
 def test_longrope_factor_lists_of_the_wrong_length_are_a_clear_error() -> None:
     rope = rope_params_from_hf({"rope_parameters": LONGROPE, "max_position_embeddings": 8192})
-    with pytest.raises(ConfigError, match="'short_factor' must list 8 numbers"):
+    with pytest.raises(ConfigError, match=r"'short_factor' \(LongRoPE\) must list 8 numbers"):
         rope_frequencies(rope, 16)
 
 

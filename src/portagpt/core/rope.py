@@ -320,9 +320,11 @@ def _longrope(rope: RopeConfig, dim: int) -> RopeFrequencies:
     for key in ("short_factor", "long_factor"):
         ext = _param(rope, key)
         if not isinstance(ext, (list, tuple)) or len(ext) != dim // 2:
+            found = len(ext) if isinstance(ext, (list, tuple)) else type(ext).__name__
             raise ConfigError(
-                f"rope_parameters {key!r} must list {dim // 2} numbers (rotary width {dim} / 2), "
-                f"found {len(ext) if isinstance(ext, (list, tuple)) else type(ext).__name__}."
+                f"config.json rope_parameters {key!r} (LongRoPE) must list {dim // 2} numbers, "
+                f"one per rotary frequency (rotary width {dim} = head_dim x partial_rotary_factor), "
+                f"found {found}. Give a list of {dim // 2} numbers, as the checkpoint was trained."
             )
         ext_t = torch.tensor([float(x) for x in ext], dtype=torch.float32)
         tables.append(1.0 / (ext_t * rope.theta ** _exponents(dim)))
