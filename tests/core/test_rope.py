@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 
@@ -178,3 +180,13 @@ def test_registering_a_taken_recipe_name_is_refused() -> None:
         register_rope("yarn", lambda rope, dim: RopeFrequencies(torch.ones(dim // 2)))
     with pytest.raises(PluginError, match="'su'"):
         register_rope("mine", lambda rope, dim: RopeFrequencies(torch.ones(1)), aliases=("su",))
+
+
+def test_a_recipe_module_imported_twice_registers_its_recipe_again() -> None:
+    def twice(rope: RopeConfig, dim: int) -> RopeFrequencies:
+        return RopeFrequencies(torch.ones(dim // 2))
+
+    register_rope("test_twice", twice, replace=True)
+    again = types.FunctionType(twice.__code__, twice.__globals__, "twice")
+    again.__qualname__ = twice.__qualname__
+    assert register_rope("test_twice", again).frequencies is again

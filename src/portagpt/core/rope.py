@@ -107,7 +107,9 @@ def register_rope(
     of the config.json dict ``hf``, e.g. ``original_max_position_embeddings``.
     ``aliases`` are other spellings of the name (older configs); they read as
     ``name``. Registering a taken name or alias is a PluginError unless
-    ``replace=True``. Call it at import time of the plugin module, e.g.::
+    ``replace=True`` (the same function registered again, when its module is
+    imported a second time, simply replaces itself). Call it at import time of
+    the plugin module, e.g.::
 
         def my_freqs(rope: RopeConfig, dim: int) -> RopeFrequencies:
             exps = torch.arange(0, dim, 2).float() / dim
@@ -116,7 +118,7 @@ def register_rope(
         register_rope("my_scaled", my_freqs)
     """
     names = (name, *aliases)
-    if not replace:
+    if not replace and not _same_function(_RECIPES.get(name), frequencies):
         taken = [n for n in names if n in _RECIPES or n in _ALIASES]
         if taken:
             raise PluginError(
@@ -125,10 +127,23 @@ def register_rope(
                 "override a recipe on purpose."
             )
     recipe = RopeRecipe(name, frequencies, config_defaults, tuple(aliases))
+    for n in names:  # a replaced name or alias now means this recipe only
+        _ALIASES.pop(n, None)
+        if n != name:
+            _RECIPES.pop(n, None)
     _RECIPES[name] = recipe
     for alias in recipe.aliases:
         _ALIASES[alias] = name
     return recipe
+
+
+def _same_function(recipe: RopeRecipe | None, fn: FrequencyFn) -> bool:
+    """Whether ``fn`` is the registered function again (its module imported a second time)."""
+    if recipe is None:
+        return False
+    old = recipe.frequencies
+    key = (getattr(old, "__module__", None), getattr(old, "__qualname__", None))
+    return key == (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None))
 
 
 def rope_types() -> tuple[str, ...]:
