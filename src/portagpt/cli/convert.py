@@ -25,10 +25,29 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.set_defaults(func=run)
 
 
+def check_shard_size(text: str) -> int:
+    """``--max-shard-size`` in bytes (e.g. 5GB, 500MB, 20KB, or a plain byte count), > 0."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    from ..errors import UsageError
+
+    try:
+        size = int(text) if str(text).strip().isdigit() else parse_size_to_int(str(text).strip())
+    except (ValueError, TypeError):
+        size = 0
+    if size <= 0:
+        raise UsageError(
+            f"--max-shard-size {text!r} is not a size: give a positive number of bytes or a number "
+            "with a unit (KB, MB, GB, TB), e.g. --max-shard-size 5GB."
+        )
+    return size
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..loaders import convert, locate_source
 
+    check_shard_size(args.max_shard_size)
     path = checkpoint_path(args)
     if path is None:
         if args.repo_id is None:

@@ -40,7 +40,7 @@ def load_plugin(spec: str) -> tuple[Any, str, str]:
         return plugin, spec, dist
     except PluginError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin that calls sys.exit at import is a bad plugin
         raise PluginError(
             f"Cannot load the plugin {spec!r}: {type(exc).__name__}: {exc}. Pass an importable module "
             "name (my_pkg.plugin), module:attribute, or the path of a .py file that defines "
