@@ -152,7 +152,7 @@ def hf_tensors(
         with source:
             for step in plan.steps:
                 inputs = [source.get(prep.source_names[n]) for n in step.native]
-                for name, t in zip(step.hf, step.rule.transform.to_hf(inputs), strict=True):
+                for name, t in zip(step.hf, step.to_hf(inputs), strict=True):
                     yield name, _own(t, inputs, dtype, "cpu", source.private)
 
     return metas, stream()

@@ -357,7 +357,7 @@ def mapped_tensors(
             if not any(n in prep.expected for n in step.native):
                 continue  # a tied copy, or dropped
             inputs = [source.get(prep.source_names[n]) for n in step.hf]
-            outputs = step.rule.transform.to_native(inputs)
+            outputs = step.to_native(inputs)
             for name, t in zip(step.native, outputs, strict=True):
                 if name in prep.expected:
                     yield name, _own(t, inputs, dtype, device, private)
