@@ -39,9 +39,13 @@ rounding (fused kernels), so greedy ids match the eager ones.
 On CPU, models under ``SMALL_MODEL_BYTES`` of weights decode on one thread
 (``threads=None``): their steps are a few microseconds of arithmetic per op,
 and handing each op to a second thread costs more than it saves (on a busy
-machine, a thread that is not scheduled stalls every op). ``threads=N`` sets
-the count for the steps explicitly; torch's own setting is restored between
-steps, so code running between streamed tokens never sees the change.
+machine, a thread that is not scheduled stalls every op). Larger models'
+one-token steps run on the count a :class:`~portagpt.core.threads.ThreadChooser`
+measures to be faster, torch's count or one, re-checked now and then: which
+wins depends on what else the machine runs, not on the model alone. The
+prefill runs on torch's count. ``threads=N`` sets the count for every step
+explicitly; torch's own setting is restored between steps, so code running
+between streamed tokens never sees the change.
 
 Sampling draws with the exponential-race trick (argmax of ``probs / Exp(1)``
 noise), which takes the same B x vocab random numbers every step whatever the
@@ -62,7 +66,7 @@ from torch import nn
 
 from ..errors import CompileError, NonFiniteError, UsageError
 from .cache import KVCache, make_cache
-from .threads import Threads
+from .threads import ThreadChooser, Threads
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
@@ -256,6 +260,15 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     if device.type == "cpu" and _weight_bytes(model) < SMALL_MODEL_BYTES:
         return 1
     return None
+
+
+def decode_threads(device: torch.device, fixed: int | None) -> Threads | ThreadChooser:
+    """The thread context of each one-token step: ``fixed`` when set (or off CPU, or torch on
+    one thread); else a :class:`ThreadChooser` timing torch's count against one thread."""
+    n = torch.get_num_threads()
+    if fixed is not None or device.type != "cpu" or n < 2:
+        return Threads(fixed)
+    return ThreadChooser((n, 1))
 
 
 # ---- compiled decode step ----------------------------------------------------------------
@@ -505,7 +518,9 @@ def stream(
     if pad_token_id is None:
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
-    n_threads = Threads(step_threads(model, device, threads))
+    fixed = step_threads(model, device, threads)
+    first_threads = Threads(fixed)  # the prefill: many rows, torch's count unless one is fixed
+    n_threads = decode_threads(device, fixed)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)
@@ -517,7 +532,7 @@ def stream(
     try:
         run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops, compile)
         for t in range(max_new_tokens):
-            with torch.inference_mode(), n_threads:
+            with torch.inference_mode(), (n_threads if t else first_threads):
                 logits = run.logits(t)
                 check_finite(logits, t, run.finished)
                 nxt = next_token(logits, temperature, top_k, top_p, min_p, generator)
@@ -573,7 +588,7 @@ def generate(
     one-token steps through ``torch.compile`` (slow first call; raises
     CompileError when the compiler toolchain is missing). ``threads`` sets the
     torch threads of each step (default: one on CPU for models under
-    ``SMALL_MODEL_BYTES``, else torch's setting).
+    ``SMALL_MODEL_BYTES``, else measured as it goes: see the module docstring).
     """
     gen = stream(
         model,
