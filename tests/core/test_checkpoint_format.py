@@ -22,7 +22,6 @@ from portagpt.core.checkpoint_format import (
     remove_stale_temps,
     temp_name,
 )
-from portagpt.core.rope import RopeConfig
 from portagpt.errors import ConfigError, DiskFullError
 from portagpt.registry import get_registry
 

@@ -527,6 +527,8 @@ def materialise_eager(
 
 def read_whole(loc: Located) -> StateDictSource:
     """Every tensor of the checkpoint read into memory at once (for the eager loaders)."""
+    if loc.format is not None:
+        return loc.open()  # a foreign format's source is read whole already
     if loc.kind == "safetensors":
         from safetensors.torch import load_file
 
@@ -692,7 +694,12 @@ def load_located(
         model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
     if isinstance(source, StateDictSource):
         source.close()
-    tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
+    if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:
+        tok = loc.format.tokenizer(loc, choice.config)
+        if tok is None and tokenizer is True:
+            tok = load_tokenizer_for(choice.family, loc.folder, choice.config, True)
+    else:
+        tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
     return Loaded(
         model=model,
         tokenizer=tok,
