@@ -203,8 +203,11 @@ def test_disk_full_during_a_checkpoint_save_keeps_the_old_checkpoint(run) -> Non
     assert read_sidecar(run / "checkpoint")["epoch"] == 1
 
 
-def test_disk_full_during_a_convert_leaves_no_folder(run, tmp_path) -> None:
+@pytest.mark.parametrize("to,name", [("hf", "model.safetensors"), ("book", "model.pth")])
+def test_disk_full_during_a_convert_leaves_nothing_half_written(run, tmp_path, to, name) -> None:
     out = tmp_path / "converted"
-    with unchanged(run, tmp_path):
-        result = run_cli("convert", run, "--to", "hf", "--out", out, prefix=ULIMIT)
-    assert_clean_error(result, str(out / "model.safetensors"), "needs about", "was not created")
+    target = out / name if to == "hf" else out / "model.pth"
+    out.mkdir()
+    with unchanged(run, out):
+        result = run_cli("convert", run, "--to", to, "--out", out if to == "hf" else target, prefix=ULIMIT)
+    assert_clean_error(result, str(target), "needs about", "ulimit -f")
