@@ -608,7 +608,9 @@ def load_located(
     else:
         from .hf import load_with_transformers
 
-        model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
+        model = load_with_transformers(
+            loc.folder, choice.family, want, device, choice.config, override=bool(choice.notes)
+        )
     if isinstance(source, StateDictSource):
         source.close()
     tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
