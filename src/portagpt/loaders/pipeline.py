@@ -41,8 +41,8 @@ from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
 from .safetensors_index import TensorIndex
 from .sources import Located
-from .ties import verify_ties
 from .state_dict import StateDictSource
+from .ties import verify_ties
 
 FORMAT_KEY = "portagpt_format"  # safetensors metadata: "native" or "hf"
 FAMILY_KEY = "portagpt_family"
@@ -486,7 +486,9 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt"
+)
 
 
 def shipped_tokenizer(folder: Path | None) -> list[str]:
