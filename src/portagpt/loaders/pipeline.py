@@ -2,11 +2,15 @@
 
 1. Locate the weights (``sources.py``, ``hub.py``) and open them without
    reading tensor data: safetensors headers, or a memory-mapped ``.pth``.
-2. Decide the family and config (``configs.py``).
+2. Decide the family and config (``configs.py``); every config value is
+   checked for type and range, and the layer/expert counts against the
+   headers' names (``config_values.py``), before anything is built.
 3. :func:`prepare`: build the model on the meta device, map the checkpoint's
    names and shapes through the family's weight map with meta tensors, and
    compare (``checks.py``): every missing, unexpected and mismatched tensor is
-   reported at once, before any weight is read.
+   reported at once, before any weight is read. A tied copy the checkpoint
+   stores anyway is compared with its source; one that differs unties the
+   model instead of being dropped (``ties.py``).
 4. :func:`materialise`: read each tensor, map it, cast it, move it, and
    ``load_state_dict(strict=False, assign=True)`` into the meta model; tie
    explicitly, recompute non-persistent buffers, and verify nothing is left
