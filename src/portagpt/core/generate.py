@@ -169,7 +169,7 @@ def next_token(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or too small for float32: greedy
         return logits.argmax(dim=-1)
     logits = logits.float()
     # shift so each row's largest logit is 0 before dividing: the same distribution, but a tiny
@@ -350,7 +350,7 @@ class _Run:
         # what the model is fed: padding slots hold id 0 (masked out), never pad_token_id,
         # which may be any sentinel (it is only what finished rows report). The buffer grows
         # with the tokens made (see _room), so a huge max_new_tokens costs nothing up front.
-        size = min(total, P + max(64, context_length))
+        size = min(total, P + 256)
         self.seq = torch.zeros((B, size), dtype=torch.long, device=device)
         self.real = torch.ones((B, size), dtype=torch.bool, device=device)
         for r, ids in enumerate(rows):
