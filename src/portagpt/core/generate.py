@@ -11,8 +11,10 @@ How a call goes:
   remembers which keys are padding);
 * each step computes logits for the last position only (``logits_to_keep=1``),
   picks the next token (greedy, or temperature -> top-k -> top-p -> min-p ->
-  sample), and writes it into a preallocated (B, P + max_new_tokens) buffer,
-  so nothing grows per step;
+  sample), and writes it into a (B, ...) ids buffer that starts 256 slots
+  past the prompt and doubles when full (a huge ``max_new_tokens`` costs
+  nothing up front; the copies are O(1) amortised per step). Non-finite
+  logits stop the call with :class:`~portagpt.errors.NonFiniteError`;
 * the context is the last ``context_length`` tokens (chapter 5's
   ``idx[:, -context_size:]``). The cache is used while prompt + generated fits
   in the context; past it every step recomputes over the cropped window
@@ -168,7 +170,12 @@ def next_token(
     min_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
+    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled.
+
+    Each row is shifted so its largest logit is 0 before dividing by the
+    temperature, so a tiny temperature sends the others to -inf (never inf,
+    never NaN); below float32's smallest normal number it is greedy outright.
+    """
     if temperature < torch.finfo(torch.float32).tiny:  # 0, or too small for float32: greedy
         return logits.argmax(dim=-1)
     logits = logits.float()
