@@ -127,11 +127,10 @@ def sample(loaded: Any, ids: list[int], max_new_tokens: int) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import time
 
+    from ..core.generate import check_options
     from ..loaders import locate_source
     from ..loaders.integrity import check_files
     from ..loaders.pipeline import load_located
-
-    from ..core.generate import check_options
 
     check_options(args.max_new_tokens)
     rss0 = current_rss()
