@@ -127,7 +127,7 @@ class CausalLM(nn.Module):
     Class attributes a family may set: ``layer`` (its block), ``rope_dtype``
     (None: the activations' dtype; ``torch.float32`` keeps cos/sin in fp32),
     ``embed_name`` / ``head_name`` (the tied pair). Hooks: :meth:`build` (the
-    modules), :meth:`embed`, :meth:`blocks`, :meth:`final_norm`, :meth:`logits`.
+    modules), :meth:`embed`, :meth:`blocks`, :meth:`normalize` (the final norm), :meth:`logits`.
     """
 
     layer: type[DecoderLayer] = DecoderLayer
@@ -195,7 +195,7 @@ class CausalLM(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.model.layers
 
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,4 +224,4 @@ class CausalLM(nn.Module):
         ctx.finish()
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return self.logits(self.final_norm(x))  # (B, T, vocab)
+        return self.logits(self.normalize(x))  # (B, T, vocab)
