@@ -34,6 +34,7 @@ from typing import Any, ClassVar, TypeVar
 from ..core.cache import LayerSpec
 from ..core.rope import RopeConfig, rope_params_from_hf
 from ..errors import ConfigError
+from .tokenizer import BPE_EOT, BPE_VOCAB
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 LAYER_TYPES = (FULL, SLIDING)
@@ -43,6 +44,28 @@ ALIASES = {"num_local_experts": "num_experts", "_sliding_window_pattern": "slidi
 OUTER_KEYS = ("tie_word_embeddings", "eos_token_id", "bos_token_id", "pad_token_id")
 
 C = TypeVar("C", bound="HFConfig")
+D = TypeVar("D", bound="DecoderConfig")
+TINY = dict(
+    vocab_size=BPE_VOCAB,
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+    tie_word_embeddings=True,
+    bos_token_id=BPE_EOT,
+    eos_token_id=BPE_EOT,
+)
+SMOKE = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 
 def text_config(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,6 +277,17 @@ class DecoderConfig(HFConfig):
             )
             for i in range(self.num_hidden_layers)
         ]
+
+    @classmethod
+    def tiny(cls: type[D], **fields: Any) -> D:
+        """portagpt's CPU-trainable size (a family's ``tiny`` preset): 4 layers, 128 wide, the
+        bundled BPE's vocabulary and end-of-text id, so it trains from scratch offline."""
+        return cls(**{**TINY, **fields})
+
+    @classmethod
+    def smoke(cls: type[D], **fields: Any) -> D:
+        """The conformance kit's size (a family's ``smoke_config``): 2 layers, 32 wide, GQA 4/2."""
+        return cls(**{**SMOKE, **fields})
 
     def to_hf(self) -> dict[str, Any]:
         """Every field, plus the 4.x ``rope_theta`` / ``rope_scaling`` of a single RoPE recipe."""

@@ -32,6 +32,7 @@ from ..errors import TokenizerError
 
 BPE_FILE = "data/r50k_base.tiktoken"
 BPE_EOT = 50256  # <|endoftext|>
+BPE_VOCAB = 50257
 # The byte-level BPE's pre-tokenisation pattern (as tiktoken's r50k_base writes it).
 BPE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

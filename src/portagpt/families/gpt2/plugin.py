@@ -9,10 +9,7 @@ from .config import PRESETS, SMOKE_CONFIG
 from .model import GPT2Model
 
 FAMILY = Family(
-    name="gpt2",
-    build_model=GPT2Model,
-    presets=PRESETS,
-    smoke_config=SMOKE_CONFIG,
+    name="gpt2", build_model=GPT2Model, presets=PRESETS, smoke_config=SMOKE_CONFIG,
     load_tokenizer=load_tokenizer_or_bundled,  # its own vocabulary is the bundled BPE
     default_repo_id="openai-community/gpt2",
     stop_token_ids=(BPE_EOT,),
