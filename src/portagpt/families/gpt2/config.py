@@ -24,14 +24,10 @@ class GPT2Config(HFConfig):
     architecture = "GPT2LMHeadModel"
     required = ("vocab_size", "n_embd", "n_head", "n_layer")
     hf_names = {
-        "context_length": "n_positions",
-        "emb_dim": "n_embd",
-        "n_heads": "n_head",
-        "n_layers": "n_layer",
-        "layer_norm_eps": "layer_norm_epsilon",
-        "activation": "activation_function",
-        "hidden_dim": "n_inner",
-    }
+        "context_length": "n_positions", "emb_dim": "n_embd", "n_heads": "n_head",
+        "n_layers": "n_layer", "layer_norm_eps": "layer_norm_epsilon",
+        "activation": "activation_function", "hidden_dim": "n_inner",
+    }  # fmt: skip
 
     vocab_size: int = 50257
     context_length: int = 1024
@@ -78,7 +74,8 @@ class GPT2Config(HFConfig):
             )
         out = {k: v for k, v in super().to_hf().items() if k not in ("drop_rate", "qkv_bias")}
         rates = dict.fromkeys(("resid_pdrop", "embd_pdrop", "attn_pdrop"), self.drop_rate)
-        return dict(out, n_ctx=self.context_length, bos_token_id=BPE_EOT, eos_token_id=BPE_EOT, **rates)
+        ids = dict(bos_token_id=BPE_EOT, eos_token_id=BPE_EOT)
+        return dict(out, n_ctx=self.context_length, **ids, **rates)
 
 
 _SRC = "https://huggingface.co/openai-community/{}/blob/main/config.json"
@@ -95,11 +92,7 @@ PRESETS: dict[str, Preset] = {
     "774M": Preset(_size(1280, 36, 20), _SRC.format("gpt2-large"), "GPT-2 large"),
     "1558M": Preset(_size(1600, 48, 25), _SRC.format("gpt2-xl"), "GPT-2 XL"),
     # Small CPU presets (portagpt's own sizes), GPT-2 vocabulary.
-    "tiny": Preset(
-        _size(128, 4, 4, context_length=256),
-        "",
-        "4 layers, 128 wide: trains on the bundled corpus in minutes on 2 CPU cores",
-    ),
+    "tiny": Preset(_size(128, 4, 4, context_length=256), "", "4 layers, 128 wide: minutes on CPU"),
     "small": Preset(_size(384, 6, 6, context_length=256), "", "6 layers, 384 wide"),
 }
 

@@ -17,13 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...adapters import WeightMap
 from ...core import decoder
 from ...core.attention import attend
 from ...core.cache import AttentionContext
-from ...core.layers import activation, residual_std
+from ...core.layers import Activation, residual_std
 from ...core.linear import Linear
-from .weights import weight_map
 
 
 class LayerNorm(nn.Module):
@@ -66,20 +64,11 @@ class MultiHeadAttention(nn.Module):
         return self.dropout(out) if self.training else out  # eval dropout is the identity
 
 
-class _Act(nn.Module):
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.fn = activation(name)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
 class FeedForward(nn.Module):
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         d, hidden = cfg.emb_dim, cfg.mlp_dim
-        self.layers = nn.Sequential(Linear(d, hidden), _Act(cfg.activation), Linear(hidden, d))
+        self.layers = nn.Sequential(Linear(d, hidden), Activation(cfg.activation), Linear(hidden, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
@@ -114,10 +103,6 @@ class GPT2Model(decoder.CausalLM):
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.out_head = Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-
-    @classmethod
-    def weight_map(cls, cfg: Any) -> WeightMap:
-        return weight_map(cfg)
 
     def scaled_init(self) -> dict[str, float]:
         std = residual_std(self.config.n_layers, self.config.initializer_range)

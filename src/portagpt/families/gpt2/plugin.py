@@ -7,9 +7,11 @@ from ...adapters.tokenizer import BPE_EOT, load_tokenizer_or_bundled
 from ...hookspecs import hookimpl
 from .config import PRESETS, SMOKE_CONFIG
 from .model import GPT2Model
+from .weights import weight_map
 
 FAMILY = Family(
     name="gpt2", build_model=GPT2Model, presets=PRESETS, smoke_config=SMOKE_CONFIG,
+    weight_map=weight_map,  # Conv1D transposes and the fused c_attn
     load_tokenizer=load_tokenizer_or_bundled,  # its own vocabulary is the bundled BPE
     default_repo_id="openai-community/gpt2",
     stop_token_ids=(BPE_EOT,),
