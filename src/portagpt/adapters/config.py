@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ..core.cache import LayerSpec
+from ..core.checkpoint_format import config_to_dict, to_jsonable  # noqa: F401  (config_to_dict re-exported)
 from ..core.rope import RopeConfig, rope_params_from_hf
 from ..errors import ConfigError
 from .tokenizer import BPE_EOT, BPE_VOCAB
@@ -79,13 +80,6 @@ def text_config(hf: Mapping[str, Any]) -> dict[str, Any]:
             merged[key] = hf[key]
     return merged
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)
@@ -135,7 +129,7 @@ class HFConfig:
         """A transformers config.json dict: every field under its config.json key."""
         out: dict[str, Any] = {"architectures": [self.architecture], "model_type": self.model_type}
         for f in dataclasses.fields(self):
-            out[self.hf_names.get(f.name, f.name)] = _jsonable(getattr(self, f.name))
+            out[self.hf_names.get(f.name, f.name)] = to_jsonable(getattr(self, f.name))
         return out
 
 
@@ -296,14 +290,7 @@ class DecoderConfig(HFConfig):
             rope = self.rope()
             out["rope_theta"] = rope.theta
             if rope.type != "default":
-                out["rope_scaling"] = {"rope_type": rope.type, **_jsonable(rope.params)}
+                out["rope_scaling"] = {"rope_type": rope.type, **to_jsonable(rope.params)}
         return out
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-able dict of a dataclass config (for checkpoint sidecars)."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return _jsonable(dataclasses.asdict(config))
-    if hasattr(config, "to_dict"):
-        return _jsonable(config.to_dict())
-    return _jsonable(dict(vars(config)))

@@ -27,7 +27,8 @@ from typing import Any
 from torch import nn
 
 from ..core.cache import LayerSpec
-from .config import config_to_dict, text_config
+from ..core.checkpoint_format import config_to_dict
+from .config import text_config
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightMap
 

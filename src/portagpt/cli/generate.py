@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -122,32 +123,62 @@ def _device(name: str) -> str:
     return name
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..core.generate import check_options, generate
-    from ..errors import TokenizerError
-    from ..loaders import load_full
+def check_new_tokens(n: int, config: object) -> None:
+    """Refuse ``--max-new-tokens`` past the model's context: the CLI's bound on one run's cost.
 
-    check_options(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p)
+    (``generate()`` in Python goes on past the context, cropping the window each step.)
+    """
     from ..errors import UsageError
 
+    ctx = getattr(config, "context_length", None)
+    if isinstance(ctx, int) and n > ctx:
+        raise UsageError(
+            f"--max-new-tokens {n} is more than the model's context of {ctx} tokens; ask for at "
+            f"most {ctx} (e.g. --max-new-tokens {min(ctx, 50)})."
+        )
+
+
+def check_args(args: argparse.Namespace) -> Any:
+    """Every flag checked before anything is loaded; returns the torch device to load onto."""
+    from ..core.generate import check_options
+    from ..errors import UsageError
+    from ..loaders import parse_dtype
+    from ..loaders.pipeline import parse_device
+
+    check_options(args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p)
     if args.compile and args.no_cache:
         raise UsageError(
             "--compile compiles the cached one-token decode step, and --no-cache has none; "
             "drop one of the two."
         )
-    if args.threads is not None and args.threads < 1:
+    if args.seed is not None and not -(2**63) <= args.seed < 2**64:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, got {args.seed}.")
+    cores = os.cpu_count() or 1
+    if args.threads is not None and not 1 <= args.threads <= cores:
         raise UsageError(
-            f"--threads must be >= 1, got {args.threads}; leave it out to let portagpt choose "
-            "(one thread for small models on CPU, torch's default otherwise)."
+            f"--threads must be from 1 to this machine's {cores} CPU cores, got {args.threads}; "
+            "leave it out to let portagpt choose (one thread for small models on CPU, torch's "
+            "default otherwise)."
         )
+    parse_dtype(args.dtype)
+    return parse_device(_device(args.device))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.generate import generate
+    from ..errors import TokenizerError
+    from ..loaders import load_full
+
+    device = check_args(args)
     loaded = load_full(
         args.checkpoint,
         family=args.family,
         dtype=args.dtype,
-        device=_device(args.device),
+        device=device,
         tokenizer=True,
     )
     model, tok = loaded.model, loaded.tokenizer
+    check_new_tokens(args.max_new_tokens, loaded.config)
     if tok is None:
         raise TokenizerError(
             f"{args.checkpoint!r} has no tokenizer, so the prompt cannot be encoded. Save the "

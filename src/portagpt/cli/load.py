@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
+LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
 
 
 def add_source_args(p: argparse.ArgumentParser, *, family_help: str) -> None:
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     add_source_args(p, family_help="force the family; alone, load the family's default hub repo")
-    p.add_argument("--loader", choices=LOADERS, default="auto", help="how to read the weights (default: meta)")
+    p.add_argument("--loader", choices=LOADERS, default="auto", help="how to read the weights (default: meta; mmap: zero-copy views of the file)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (keep the checkpoint's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--prompt", default="The meaning of life is", help="prompt for the greedy sample")
@@ -131,6 +131,9 @@ def run(args: argparse.Namespace) -> int:
     from ..loaders.integrity import check_files
     from ..loaders.pipeline import load_located
 
+    from ..core.generate import check_options
+
+    check_options(args.max_new_tokens)
     rss0 = current_rss()
     t0 = time.perf_counter()
     loc = locate_source(checkpoint_path(args), repo_id=args.repo_id, revision=args.revision, family=args.family)
@@ -146,6 +149,9 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         loader=args.loader,
     )
+    from .generate import check_new_tokens
+
+    check_new_tokens(args.max_new_tokens, loaded.config)
     peak = peak_rss()
     rss1 = current_rss()
     ids, note = prompt_ids(loaded, args.prompt)
@@ -164,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         "loader": loaded.loader,
         "layout": loaded.layout,
         "config_source": loaded.extras.get("config_source"),
+        "notes": loaded.extras.get("notes", []),
         "params": params,
         "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
         "device": str(next(model.parameters()).device),
@@ -197,6 +204,8 @@ def print_human(r: dict[str, Any], loaded: Any) -> None:
             "  note       no config.json: what shapes cannot show (attention heads, norm eps, RoPE) "
             "comes from the preset; pass --config config.json if it differs"
         )
+    for note in r.get("notes", []):
+        print(f"  note       {note}")
     files = checks["files"]
     sizes = "sizes match headers" if all(f["size_check"].startswith("ok") for f in files) else "; ".join(
         f"{os.path.basename(f['path'])}: {f['size_check']}" for f in files if not f["size_check"].startswith("ok")

@@ -10,7 +10,10 @@ Each line reads ``PASS|FAIL|SKIP check seconds detail``. The exit status is 1
 when any check fails (or, with ``--all``, when a plugin failed to register),
 0 otherwise; an unknown family or check is a usage error (status 2).
 ``--plugin`` registers an extra plugin module (module name, ``module:attr``
-or a ``.py`` path) for this run only, as if it were installed.
+or a ``.py`` path) for this run only, as if it were installed. A ``.py`` file
+inside a package (``src/my_pkg/plugin.py`` with relative imports) is imported
+as part of its package; a plugin that is installed already is checked once,
+with a note.
 """
 
 from __future__ import annotations
@@ -64,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
     extras = load_plugin_modules(args.plugin)
     reg = build_registry(extra_plugins=extras) if extras else get_registry()
+    for spec, (plugin, name, _) in zip(args.plugin, extras, strict=True):
+        installed = reg.pm.get_name(plugin)
+        if installed is not None and installed != name:
+            print(
+                f"note: --plugin {spec} is already installed (plugin {installed!r}); its families "
+                "are checked as installed, once.",
+                file=sys.stderr,
+            )
     if args.all:
         families = sorted(reg.families)
     for name in families:  # unknown names fail before any check runs

@@ -31,7 +31,6 @@ taken from the checkpoint, and ``--epochs`` is the total to reach.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -66,7 +65,6 @@ DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_CONTEXT_CAP = 256
 RUN_KEYS = ("preset", "data", "batch_size", "context_length", "stride", "train_ratio", "seed")
-ARTIFACTS = ("loss.png", "loss.pdf", "metrics.jsonl", "samples.txt", "run.json", "checkpoint")
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "off": "float32",
                "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 
@@ -281,26 +279,11 @@ def _check_numbers(s: dict[str, Any], model_ctx: int) -> None:
 
 
 def _prepare_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder; with --overwrite, remove only our own files."""
-    if resume:
-        return
-    found = [name for name in ARTIFACTS if (out / name).exists()]
-    if found and not overwrite:
-        raise _usage(
-            f"The run folder {str(out)!r} already holds an earlier run ({', '.join(found)}). "
-            "Pass --resume to continue it, --overwrite to replace it, or --out NEW_DIR for a new run."
-        )
+    """Refuse to mix two runs in one folder (checked again under the run folder's lock)."""
+    from ..core.run_folder import check_new_run
 
-
-def _clear_artifacts(out: Path) -> None:
-    import shutil
-
-    for name in ARTIFACTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    if not resume:
+        check_new_run(out, overwrite)
 
 
 # ---- the command ---------------------------------------------------------------------------
@@ -458,11 +441,13 @@ def _parallel_plan(args: argparse.Namespace, device: Any, info: Any) -> str | No
 
 def run(args: argparse.Namespace) -> int:
     from ..core import distributed as dist
+    from ..core.run_folder import release_run_folders
 
     info = dist.launch_info()
     try:
         return _run(args, info)
     finally:
+        release_run_folders()
         dist.destroy_process_group()
 
 
@@ -472,6 +457,7 @@ def _run(args: argparse.Namespace, info: Any) -> int:
     from ..core import distributed as dist
     from ..core.checkpoint import config_from_dict, read_sidecar
     from ..core.data import build_loaders
+    from ..core.run_folder import lock_run_folder, run_family, start_run_folder
     from ..core.train import CHECKPOINT_DIR, TrainConfig, Trainer
     from ..errors import DataError
     from ..registry import get_family
@@ -487,7 +473,8 @@ def _run(args: argparse.Namespace, info: Any) -> int:
 
     # where the model comes from: a checkpoint, a resumed run, or a preset
     loaded = _load_start(args) if (args.checkpoint or args.repo_id) else None
-    family = loaded.family if loaded is not None else get_family(args.family or "gpt2")
+    resumed = run_family(args.out) if args.resume else None  # --resume: the run's own family
+    family = loaded.family if loaded is not None else get_family(args.family or resumed or "gpt2")
     start_name = args.preset or DEFAULTS["preset"]
     if loaded is not None:
         start_name = Path(str(args.repo_id or args.checkpoint).rstrip("/")).name or "checkpoint"
@@ -496,6 +483,8 @@ def _run(args: argparse.Namespace, info: Any) -> int:
     # what a resumed run was trained with
     sidecar: dict[str, Any] = {}
     if args.resume:
+        if info.is_main and out.is_dir():
+            lock_run_folder(out)  # before reading: no other writer may swap it meanwhile
         sidecar = read_sidecar(out / CHECKPOINT_DIR)
         if sidecar.get("family") not in (None, family.name):
             raise _usage(
@@ -628,9 +617,7 @@ def _run(args: argparse.Namespace, info: Any) -> int:
         model = dist.compile_model(model, args.compile)
 
     if info.is_main:
-        if args.overwrite and not args.resume:
-            _clear_artifacts(out)
-        out.mkdir(parents=True, exist_ok=True)
+        start_run_folder(out, resume=args.resume, overwrite=args.overwrite)
     dist.barrier()
     run_info = {k: s[k] for k in RUN_KEYS}
     run_info["data"] = [str(p) for p in s["data"]] if s["data"] else None
@@ -646,8 +633,6 @@ def _run(args: argparse.Namespace, info: Any) -> int:
         compile=args.compile,
         activation_checkpointing=bool(args.activation_checkpointing),
     )
-    if info.is_main:
-        (out / "run.json").write_text(json.dumps(run_info, indent=2) + "\n", encoding="utf-8")
     common: dict[str, Any] = dict(
         tokenizer=tokenizer,
         out_dir=out,

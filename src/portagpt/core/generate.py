@@ -18,6 +18,12 @@ How a call goes:
   in the context; past it every step recomputes over the cropped window
   without a cache, exactly as the no-cache path does, so output with and
   without the cache is the same;
+* a model may declare that its cached keys go stale when the sequence grows
+  past N positions (LongRoPE switches to its long frequencies there): any
+  submodule with an int ``reprefill_at`` attribute (``core.rope.RotaryEmbedding``
+  sets it). When a step's sequence first grows past N, the harness drops the
+  cache and prefills the whole sequence again (transformers does the same for
+  such models), so cached and uncached decoding give the same ids;
 * stop tokens end a row. **The stop token is not part of the result** (as in
   chapter 5's ``generate``): ``new_ids`` ends just before it and ``stopped``
   says the row ended that way. A finished row emits ``pad_token_id`` from the
@@ -33,9 +39,13 @@ rounding (fused kernels), so greedy ids match the eager ones.
 On CPU, models under ``SMALL_MODEL_BYTES`` of weights decode on one thread
 (``threads=None``): their steps are a few microseconds of arithmetic per op,
 and handing each op to a second thread costs more than it saves (on a busy
-machine, a thread that is not scheduled stalls every op). ``threads=N`` sets
-the count for the steps explicitly; torch's own setting is restored between
-steps, so code running between streamed tokens never sees the change.
+machine, a thread that is not scheduled stalls every op). Larger models'
+one-token steps run on the count a :class:`~portagpt.core.threads.ThreadChooser`
+measures to be faster, torch's count or one, re-checked now and then: which
+wins depends on what else the machine runs, not on the model alone. The
+prefill runs on torch's count. ``threads=N`` sets the count for every step
+explicitly; torch's own setting is restored between steps, so code running
+between streamed tokens never sees the change.
 
 Sampling draws with the exponential-race trick (argmax of ``probs / Exp(1)``
 noise), which takes the same B x vocab random numbers every step whatever the
@@ -45,6 +55,7 @@ the same call give the same ids.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -53,9 +64,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CompileError, UsageError
+from ..errors import CompileError, NonFiniteError, UsageError
 from .cache import KVCache, make_cache
-from .threads import Threads
+from .threads import ThreadChooser, Threads
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
@@ -97,10 +108,10 @@ def check_options(
             f"max_new_tokens (--max-new-tokens) must be a whole number >= 1, got {max_new_tokens!r}; "
             "ask for at least one new token, e.g. --max-new-tokens 50."
         )
-    if not temperature >= 0:  # also catches NaN
+    if not 0 <= temperature < float("inf"):  # also catches NaN
         raise UsageError(
-            f"temperature (--temperature) must be >= 0, got {temperature!r}; use 0 for greedy "
-            "decoding or a positive value such as 0.8 to sample."
+            f"temperature (--temperature) must be a finite number >= 0, got {temperature!r}; use 0 "
+            "for greedy decoding or a positive value such as 0.8 to sample."
         )
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise UsageError(
@@ -160,7 +171,10 @@ def next_token(
     """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shift so each row's largest logit is 0 before dividing: the same distribution, but a tiny
+    # temperature sends the others to -inf instead of overflowing the top one to inf (NaN)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -235,15 +249,26 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     """Threads for each generation step: ``threads`` if given; on CPU one for a small model;
     else None (torch's setting)."""
     if threads is not None:
-        if not isinstance(threads, int) or threads < 1:
+        cores = os.cpu_count() or 1
+        if not isinstance(threads, int) or not 1 <= threads <= cores:
             raise UsageError(
-                f"threads (--threads) must be a whole number >= 1, got {threads!r}; leave it "
-                "out to let portagpt choose (one thread for small models on CPU)."
+                f"threads (--threads) must be a whole number from 1 to this machine's {cores} "
+                f"CPU cores, got {threads!r}; leave it out to let portagpt choose (one thread for "
+                "small models on CPU)."
             )
         return threads
     if device.type == "cpu" and _weight_bytes(model) < SMALL_MODEL_BYTES:
         return 1
     return None
+
+
+def decode_threads(device: torch.device, fixed: int | None) -> Threads | ThreadChooser:
+    """The thread context of each one-token step: ``fixed`` when set (or off CPU, or torch on
+    one thread); else a :class:`ThreadChooser` timing torch's count against one thread."""
+    n = torch.get_num_threads()
+    if fixed is not None or device.type != "cpu" or n < 2:
+        return Threads(fixed)
+    return ThreadChooser((n, 1))
 
 
 # ---- compiled decode step ----------------------------------------------------------------
@@ -287,6 +312,16 @@ def _compile_failed(exc: Exception) -> CompileError:
 
 
 # ---- the loop -----------------------------------------------------------------------
+def reprefill_points(model: nn.Module) -> tuple[int, ...]:
+    """Sequence lengths past which the model's cached keys are stale (sorted, maybe empty).
+
+    Declared by any submodule through an int ``reprefill_at`` attribute; the
+    harness never asks which family it runs.
+    """
+    points = {getattr(m, "reprefill_at", None) for m in model.modules()}
+    return tuple(sorted(int(n) for n in points if isinstance(n, int) and n > 0))
+
+
 class _Run:
     """State of one generation call; every tensor is made and used under inference mode."""
 
@@ -311,10 +346,13 @@ class _Run:
         self.B, self.P, self.ctx = B, P, context_length
         self.pad = pad_token_id
         total = P + max_new_tokens
+        self.total = total
         # what the model is fed: padding slots hold id 0 (masked out), never pad_token_id,
-        # which may be any sentinel (it is only what finished rows report)
-        self.seq = torch.zeros((B, total), dtype=torch.long, device=device)
-        self.real = torch.ones((B, total), dtype=torch.bool, device=device)
+        # which may be any sentinel (it is only what finished rows report). The buffer grows
+        # with the tokens made (see _room), so a huge max_new_tokens costs nothing up front.
+        size = min(total, P + max(64, context_length))
+        self.seq = torch.zeros((B, size), dtype=torch.long, device=device)
+        self.real = torch.ones((B, size), dtype=torch.bool, device=device)
         for r, ids in enumerate(rows):
             self.seq[r, P - len(ids) : P] = torch.tensor(ids, dtype=torch.long)
             self.real[r, : P - len(ids)] = False
@@ -327,6 +365,7 @@ class _Run:
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.n_new = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
         self.cache: KVCache | None = None
+        self.reprefill = reprefill_points(model)
         if use_cache and P <= context_length:
             max_len = min(total - 1, context_length)  # the last new token is never fed back
             self.cache = make_cache(model.layer_specs, B, max_len, dtype, device)
@@ -336,11 +375,14 @@ class _Run:
         """(B, vocab) logits for the position after the first P + t tokens."""
         hi = self.P + t
         if self.cache is not None and hi <= self.ctx:
-            if t == 0:
+            prefill = t == 0 or self._stale(hi)
+            if prefill:
+                if t > 0:
+                    self.cache.reset()  # re-prefill: the cached keys are stale past this length
                 x, mask = self.seq[:, :hi], (self.real[:, :hi] if self.padded else None)
             else:
                 x, mask = self.seq[:, hi - 1 : hi], None  # the cache knows the padding
-            if t > 0 and self.step is not None:
+            if not prefill and self.step is not None:
                 return self._compiled_logits(x)
             out = self.model(x, cache=self.cache, attention_mask=mask, logits_to_keep=1)
         else:
@@ -349,6 +391,11 @@ class _Run:
             mask = self.real[:, lo:hi] if self.padded else None
             out = self.model(self.seq[:, lo:hi], attention_mask=mask, logits_to_keep=1)
         return out[:, -1]
+
+    def _stale(self, hi: int) -> bool:
+        """Whether feeding the first ``hi`` tokens crosses a declared re-prefill point."""
+        assert self.cache is not None
+        return any(self.cache.length <= n < hi for n in self.reprefill)
 
     def _compiled_logits(self, x: torch.Tensor) -> torch.Tensor:
         cache = self.cache
@@ -370,6 +417,7 @@ class _Run:
     @torch.inference_mode()
     def take(self, t: int, nxt: torch.Tensor) -> torch.Tensor:
         """Record step ``t``'s (B,) picks; returns them with finished rows (just now too) as pad."""
+        self._room(self.P + t + 1)
         self.seq[:, self.P + t] = nxt  # finished rows keep being fed real ids; nobody reads them
         if self.stops is None:
             return nxt
@@ -378,12 +426,35 @@ class _Run:
         self.finished |= hit
         return torch.where(self.finished, self.pad, nxt)
 
+    def _room(self, n: int) -> None:
+        """Grow the buffers (doubling, at most to P + max_new_tokens) to hold ``n`` positions."""
+        have = self.seq.shape[1]
+        if n <= have:
+            return
+        size = min(self.total, max(n, 2 * have))
+        B = self.seq.shape[0]
+        self.seq = torch.cat([self.seq, self.seq.new_zeros((B, size - have))], dim=1)
+        self.real = torch.cat([self.real, self.real.new_ones((B, size - have))], dim=1)
+
     def all_finished(self) -> bool:
         return self.stops is not None and bool(self.finished.all())
 
     def new_ids(self) -> list[list[int]]:
         counts = self.n_new.tolist()
         return [self.seq[r, self.P : self.P + n].tolist() for r, n in enumerate(counts)]
+
+
+def check_finite(logits: torch.Tensor, t: int, finished: torch.Tensor) -> None:
+    """Raise NonFiniteError when a row still generating has a NaN or infinite logit at step ``t``."""
+    bad = ~torch.isfinite(logits).all(dim=-1) & ~finished
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise NonFiniteError(
+            f"Generation step {t} (new token {t + 1}) produced non-finite logits (NaN or inf) for "
+            f"{'row' if len(rows) == 1 else 'rows'} {', '.join(map(str, rows[:8]))}: the weights "
+            "hold NaN/inf values or overflow this dtype. Check them with `portagpt load` (its "
+            "forward check), or try --dtype float32."
+        )
 
 
 def _is_compile_error(exc: Exception) -> bool:
@@ -447,7 +518,9 @@ def stream(
     if pad_token_id is None:
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
-    n_threads = Threads(step_threads(model, device, threads))
+    fixed = step_threads(model, device, threads)
+    first_threads = Threads(fixed)  # the prefill: many rows, torch's count unless one is fixed
+    n_threads = decode_threads(device, fixed)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)
@@ -459,8 +532,10 @@ def stream(
     try:
         run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops, compile)
         for t in range(max_new_tokens):
-            with torch.inference_mode(), n_threads:
-                nxt = next_token(run.logits(t), temperature, top_k, top_p, min_p, generator)
+            with torch.inference_mode(), (n_threads if t else first_threads):
+                logits = run.logits(t)
+                check_finite(logits, t, run.finished)
+                nxt = next_token(logits, temperature, top_k, top_p, min_p, generator)
                 nxt = run.take(t, nxt)
             if run.B == 1:
                 if not run.all_finished():
@@ -513,7 +588,7 @@ def generate(
     one-token steps through ``torch.compile`` (slow first call; raises
     CompileError when the compiler toolchain is missing). ``threads`` sets the
     torch threads of each step (default: one on CPU for models under
-    ``SMALL_MODEL_BYTES``, else torch's setting).
+    ``SMALL_MODEL_BYTES``, else measured as it goes: see the module docstring).
     """
     gen = stream(
         model,

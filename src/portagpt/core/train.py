@@ -52,14 +52,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import UsageError
 from .checkpoint import load_training_state, load_weights, save_checkpoint, unwrap_model
+from .checkpoint_format import atomic_write_bytes
+from .loss import adamw, chunked_cross_entropy
+from .run_folder import CHECKPOINT_DIR, run_folder_lock, write_run_info
 
-CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
 SAMPLES_FILE = "samples.txt"
 PLOT_STEM = "loss"
@@ -190,9 +191,10 @@ class TrainConfig:
 
 
 def calc_loss_batch(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one (B, T) batch (computed in float32)."""
+    """Mean next-token cross-entropy of one (B, T) batch (computed in float32, a block of
+    rows at a time: :func:`~portagpt.core.loss.chunked_cross_entropy`)."""
     logits = model(inputs)  # (B, T, vocab)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    return chunked_cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
 def calc_loss_loader(
@@ -408,6 +410,8 @@ class Trainer:
         self.progress = progress
         self.run_info = dict(run_info or {})  # goes into the checkpoint sidecar as "run"
         self.checkpoint_files = [Path(p) for p in checkpoint_files]  # copied into each checkpoint
+        # read whole now: the source may be the very checkpoint this run replaces
+        self._checkpoint_blobs = [(p.name, p.read_bytes()) for p in self.checkpoint_files]
         if len(train_loader) == 0:
             raise UsageError(
                 "The training loader yields no batches; give it more data or a smaller batch size."
@@ -416,10 +420,8 @@ class Trainer:
         cfg = self.config
         self.steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, cfg.weight_decay, cfg.decay_filter),
-            lr=cfg.lr,
-            betas=tuple(cfg.betas),
+        self.optimizer = adamw(  # fused where torch can: core/loss.py
+            param_groups(model, cfg.weight_decay, cfg.decay_filter), cfg.lr, tuple(cfg.betas)
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
@@ -580,13 +582,16 @@ class Trainer:
         if self._writes():
             # one line per epoch, as chapter 5 prints it (metrics.jsonl keeps the exact text)
             lines = [f"Epoch {i + 1}: {flat(s)}" for i, s in enumerate(self.history.samples)]
-            (self.out_dir / SAMPLES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            text = "\n".join(lines) + "\n"
+            atomic_write_bytes(self.out_dir / SAMPLES_FILE, text.encode("utf-8"))
 
     def _start_files(self, resumed: bool) -> None:
-        """Fresh run: empty metrics. Resumed: drop records past the checkpoint (a crash's tail)."""
+        """``run.json`` (with ``run_info``); metrics: empty for a fresh run, a resumed one drops the
+        records past its checkpoint (a crash's tail). Each file is replaced atomically."""
         if not self._writes():
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_info:
+            write_run_info(self.out_dir, self.run_info)
         path = self.out_dir / METRICS_FILE
         kept: list[str] = []
         if resumed and path.is_file():
@@ -596,7 +601,7 @@ class Trainer:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode("utf-8"))
         if resumed:
             self._write_samples()
 
@@ -666,7 +671,7 @@ class Trainer:
             meta=meta,
             training_state=self.state_dict(),
             weights=self.model_state(),
-            extra_files=self.checkpoint_files,
+            extra_files=self._checkpoint_blobs,
         )
 
     def load_checkpoint(self, folder: str | Path) -> None:
@@ -705,7 +710,18 @@ class Trainer:
         return it
 
     def fit(self, resume_from: str | Path | None = None) -> TrainHistory:
-        """Train ``config.epochs`` epochs in all (resuming counts the ones already done)."""
+        """Train ``config.epochs`` epochs in all (resuming counts the ones already done).
+
+        With an ``out_dir``, the run folder is locked for the whole run (one
+        writer, see :mod:`portagpt.core.run_folder`); ``run.json`` is written
+        only once a resume has been accepted.
+        """
+        if not self._writes():
+            return self._fit(resume_from)
+        with run_folder_lock(self.out_dir):
+            return self._fit(resume_from)
+
+    def _fit(self, resume_from: str | Path | None) -> TrainHistory:
         cfg = self.config
         if resume_from is not None:
             self.load_checkpoint(resume_from)

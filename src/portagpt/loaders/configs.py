@@ -20,9 +20,13 @@ the number of missing/unexpected/mismatched tensors: a boolean field is
 flipped (e.g. bias on/off, tied head), an integer field whose value is a
 mismatched dimension takes the checkpoint's value (e.g. the context length
 from the position table, the layer count). What shapes cannot tell (the number
-of attention heads) comes from the preset; the CLI prints the result. When no
-adjusted preset matches exactly, the strict check's report says why and that a
-config.json is needed.
+of attention heads) is never taken from a preset the search picked: when a
+preset fits, the error names it and asks for ``--preset NAME`` (the user
+confirms its head count) or ``--config FILE.json``. With ``--preset`` given,
+the adjusted preset is used and the CLI prints the result. When no adjusted
+preset matches exactly, the strict check's report says why and that a
+config.json is needed. A config dict may also be a foreign format's own
+spelling (``foreign.py``), e.g. a training script's config saved as JSON.
 """
 
 from __future__ import annotations
@@ -37,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters.family import Family
+from ..core.checkpoint_format import FAMILY_KEY, SIDECAR_FILE, config_from_dict
 from ..errors import ConfigError, UnknownFamilyError
 from .checks import Report
+from .config_values import check_config, check_hf
 
-SIDECAR = "portagpt.json"
-FAMILY_KEY = "portagpt_family"
+SIDECAR = SIDECAR_FILE
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
@@ -53,6 +58,7 @@ class ConfigChoice:
     config: Any
     source: str  # "config.json", "portagpt.json", "--config PATH", "preset NAME", ...
     changes: list[str] = field(default_factory=list)  # fields adjusted from the preset
+    notes: list[str] = field(default_factory=list)  # what the loader decided that the user should know
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -85,6 +91,7 @@ def family_from_hf(
 
     if isinstance(family, Family):
         return family
+    check_hf(hf_config, where)
     mt = hf_config.get("model_type")
     if family:
         fam = get_family(family)
@@ -105,9 +112,14 @@ def family_from_hf(
 
 
 def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any:
-    """The family's config from a config.json dict, with a one-paragraph error when it does not fit."""
+    """The family's config from a config.json dict, with a one-paragraph error when it does not fit.
+
+    Every value is checked (type, range) before the family sees it, and the
+    family's config object after (``config_values.py``).
+    """
+    check_hf(hf_config, where)
     try:
-        return fam.config_from_hf(hf_config)
+        cfg = fam.config_from_hf(hf_config)
     except ConfigError as exc:
         if where in str(exc):
             raise
@@ -117,30 +129,8 @@ def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any
             f"{where} cannot be read as a {fam.name} config: {type(exc).__name__}: {exc}. Check that "
             f"it belongs to a {fam.name} checkpoint."
         ) from None
-
-
-def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """Rebuild a dataclass config from ``config_to_dict`` output (nested dataclasses included)."""
-    if not dataclasses.is_dataclass(cls):
-        return cls(**data)
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: no nesting
-        hints = {}
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data or not f.init:
-            continue
-        value = data[f.name]
-        hint = hints.get(f.name)
-        options = typing.get_args(hint) or ((hint,) if hint is not None else ())
-        inner = next((t for t in options if isinstance(t, type) and dataclasses.is_dataclass(t)), None)
-        if inner is not None and isinstance(value, Mapping):
-            value = config_from_dict(inner, value)
-        elif isinstance(value, list) and isinstance(f.default, tuple):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    check_config(cfg, where)
+    return cfg
 
 
 def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> Any:
@@ -150,15 +140,9 @@ def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> 
             f"{where} has no config.json and its {SIDECAR} has no 'config' object; the checkpoint "
             "cannot be rebuilt. Pass --config config.json, or --family with --preset."
         )
-    try:
-        return config_from_dict(type(fam.smoke_config), data)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"The 'config' in {where}'s {SIDECAR} does not fit a {fam.name} config: {exc}. Fix the "
-            "file or pass --config config.json."
-        ) from None
+    cfg = config_from_dict(type(fam.smoke_config), data, f"{where}'s {SIDECAR}")
+    check_config(cfg, f"{where}'s {SIDECAR}")
+    return cfg
 
 
 def name_patterns(names: typing.Iterable[str]) -> set[str]:
@@ -180,7 +164,7 @@ def detect_family(names: list[str], where: str) -> Family:
                 model = fam.build_model(fam.smoke_config)
             native = name_patterns(model.state_dict())
             wmap = fam.weight_map(fam.smoke_config)
-        except Exception:  # a broken plugin must not stop detection for the others
+        except (Exception, SystemExit):  # a broken plugin must not stop detection for the others
             continue
         plan = wmap.plan_to_native(canon)
         dropped = name_patterns(n for s in plan.steps if not s.native for n in s.hf)
@@ -311,6 +295,23 @@ def family_of_config(config: Any, family: str | Family | None) -> Family:
     )
 
 
+def _from_dict(data: Mapping[str, Any], fam_arg: Any, where: str, label: str) -> ConfigChoice:
+    """A config dict: transformers' config.json (with model_type), or a foreign format's own."""
+    from .foreign import config_from_foreign_dict
+
+    if "model_type" not in data and (got := config_from_foreign_dict(data)) is not None:
+        fam, cfg, name = got
+        if fam_arg and (fam_arg.name if isinstance(fam_arg, Family) else fam_arg) != fam.name:
+            raise ConfigError(
+                f"{where} is a {name} config dict, which describes a {fam.name} model, but the "
+                f"family given is {fam_arg if isinstance(fam_arg, str) else fam_arg.name!r}. Leave "
+                "--family out, or pass the matching config."
+            )
+        return ConfigChoice(fam, cfg, f"{label} ({name} config dict)")
+    fam = family_from_hf(data, fam_arg, where)
+    return ConfigChoice(fam, config_from_hf(fam, data, where), label)
+
+
 def choose(
     loc: Any,
     source: Any,
@@ -326,14 +327,17 @@ def choose(
 
     where = loc.where
     fam_arg = _family_arg(family, sidecar, source.combined_metadata())
+    fmt = getattr(loc, "format", None)
+    if fmt is not None and fmt.choose is not None and preset is None:
+        if (chosen := fmt.choose(loc, source, fam_arg, config)) is not None:
+            return chosen
     if config is not None:
         if isinstance(config, (str, Path)):
             hf = read_json(Path(config), "config.json")
-            fam = family_from_hf(hf, fam_arg, repr(str(config)))
-            return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config))), f"--config {config}")
+            return _from_dict(hf, fam_arg, repr(str(config)), f"--config {config}")
         if isinstance(config, Mapping):
-            fam = family_from_hf(config, fam_arg, "the config dict")
-            return ConfigChoice(fam, config_from_hf(fam, config, "the config dict"), "config dict")
+            return _from_dict(config, fam_arg, "the config dict", "config dict")
+        check_config(config, "the config object")
         return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
     config_json = loc.folder / "config.json"
     if preset is None and config_json.is_file():
@@ -349,6 +353,33 @@ def choose(
     if not fam_arg:
         raise no_config_error(loc, source)
     fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-    name, cfg, changes, _ = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
+    name, cfg, changes, rep = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
     label = f"preset {name}" + (f" adjusted to the weights ({', '.join(changes)})" if changes else "")
+    if preset is None and rep.ok:
+        raise unconfirmed_error(loc, fam, name, cfg, changes)
     return ConfigChoice(fam, cfg, label, changes)
+
+
+def unconfirmed_fields(cfg: Any) -> str:
+    """The config's head counts, as ``name=value``: what tensor shapes can never confirm."""
+    if not dataclasses.is_dataclass(cfg):
+        return ""
+    return ", ".join(
+        f"{f.name}={getattr(cfg, f.name)!r}"
+        for f in dataclasses.fields(cfg)
+        if "head" in f.name and isinstance(getattr(cfg, f.name), int)
+    )
+
+
+def unconfirmed_error(loc: Any, fam: Family, name: str, cfg: Any, changes: list[str]) -> ConfigError:
+    """A preset fits the shapes, but what shapes cannot show would be the preset's guess: refuse."""
+    heads = unconfirmed_fields(cfg) or "the fields tensor shapes cannot show"
+    adjusted = f", adjusted to the weights ({', '.join(changes)})" if changes else ""
+    return ConfigError(
+        f"{loc.where} has no config beside it. Its shapes fit {fam.name}'s preset {name!r}"
+        f"{adjusted}, but the number of attention heads cannot be read from the weights, and taking "
+        f"it from the preset ({heads}) would be a guess. If the preset's values are right, pass "
+        f"--preset {name} (preset={name!r} in Python); otherwise pass --config FILE.json: the "
+        "checkpoint's config.json, or the training script's config dict saved as JSON (e.g. the "
+        "book's {vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias})."
+    )

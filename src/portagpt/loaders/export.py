@@ -13,18 +13,18 @@ with a ``model.safetensors.index.json``) plus config files:
 
 Every file carries ``format``/``portagpt_format``/``portagpt_family``/
 ``portagpt_format_version`` in its safetensors metadata, so a converted file
-is never converted into the layout it already has. Output is written to a
-temporary folder next to ``out`` and renamed into place at the end, so an
-error leaves nothing half-written. Tokenizer files are copied along.
+is never converted into the layout it already has. File names, the sidecar
+and the config dict are :mod:`portagpt.core.checkpoint_format`'s. Output is
+written to a temporary folder next to ``out`` and renamed into place at the
+end (:func:`~portagpt.core.checkpoint_format.atomic_folder`), so an error, a
+full disk included, leaves nothing half-written. Tokenizer files are copied along.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,15 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.family import Family, config_to_dict
+from ..adapters.family import Family
 from ..adapters.weights import WeightMap
+from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
-from .configs import SIDECAR, family_of_config
+from .configs import family_of_config
 from .pipeline import (
-    FAMILY_KEY,
     FORMAT_KEY,
-    FORMAT_VERSION,
-    FORMAT_VERSION_KEY,
     Prepared,
     Source,
     _own,
@@ -70,23 +68,16 @@ TOKENIZER_FILES = (
 
 
 @contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out``, renamed to ``out`` only if the block succeeds."""
+def atomic_folder(out: Path, needed: int | None = None) -> Iterator[Path]:
+    """A temporary folder beside the new folder ``out``, renamed to ``out`` only if the block succeeds."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(
             f"{str(out)!r} already exists and is not an empty folder; choose another --out or remove it."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    hint = f"{str(out)!r} was not created; free some space (or raise the limit) and convert again."
+    with fmt.atomic_folder(out, needed=needed, hint=hint) as tmp:
         yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_weights(
@@ -112,7 +103,8 @@ def write_weights(
         buffers[f][name] = t
         pending[f].discard(name)
         if not pending[f]:
-            save_file(buffers.pop(f), str(folder / f), metadata={"format": "pt", **metadata})
+            with fmt.writing(folder / f) as path:
+                save_file(buffers.pop(f), str(path), metadata={"format": "pt", **metadata})
     if buffers:
         raise RuntimeError(f"tensors never produced for {', '.join(sorted(buffers))}")  # a bug, not input
     if split.is_sharded:
@@ -176,10 +168,15 @@ def _write(
     tokenizer_from: Path | None = None,
     max_shard_size: int | str = DEFAULT_SHARD_SIZE,
     sidecar_extra: Mapping[str, Any] | None = None,
+    extra_files: Callable[[Path], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``."""
+    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``.
+
+    ``extra_files(folder)`` writes more files (a foreign format's tokenizer) before the
+    folder appears, and returns their names.
+    """
     fam, cfg = prep.family, prep.config
-    metadata = {FORMAT_KEY: to, FAMILY_KEY: fam.name, FORMAT_VERSION_KEY: FORMAT_VERSION}
+    metadata = fmt.weights_metadata(to, fam.name)
     if to == "hf":
         hf_config = fam.config_to_hf(cfg)  # raises a ConfigError when transformers cannot express it
         metas, stream = hf_tensors(prep, source, dtype)
@@ -192,22 +189,21 @@ def _write(
         if dtype is not None:
             metas = {n: t.to(dtype) if t.is_floating_point() else t for n, t in metas.items()}
         stream = mapped_tensors(prep, source, dtype)
-    with atomic_folder(out) as tmp:
+    needed = sum(t.numel() * t.element_size() for t in metas.values())
+    with atomic_folder(out, needed) as tmp:
         files = write_weights(tmp, metas, stream, metadata, max_shard_size)
         if hf_config is not None:
             written = dict(hf_config)
             if (stored := main_dtype(metas.values())) is not None:  # as transformers records it
                 written.setdefault("dtype", str(stored).removeprefix("torch."))
-            (tmp / "config.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+            text = json.dumps(written, indent=2, sort_keys=True) + "\n"
+            (tmp / fmt.HF_CONFIG_FILE).write_text(text)
         if to == "native":
-            sidecar = {
-                "family": fam.name,
-                "format_version": int(FORMAT_VERSION),
-                "config": config_to_dict(cfg),
-                **dict(sidecar_extra or {}),
-            }
-            (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
+            sidecar = fmt.sidecar(fam.name, cfg, **dict(sidecar_extra or {}))
+            (tmp / fmt.SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
         copied = copy_tokenizer_files(tokenizer_from, tmp)
+        if extra_files is not None:
+            copied += [n for n in extra_files(tmp) if n not in copied]
     return {
         "out": str(out),
         "layout": to,
@@ -270,15 +266,28 @@ def convert(
 ) -> dict[str, Any]:
     """Convert the checkpoint at ``path`` to layout ``to`` (``native`` or ``hf``) in the new folder ``out``.
 
+    ``to`` may also name a foreign format that writes (``loaders/foreign.py``),
+    which then decides what ``out`` is (a folder, or a file).
+
     Safetensors already in layout ``to`` are refused (nothing to convert); a
     ``.pth`` may be converted to either layout (it becomes safetensors).
     """
+    from .foreign import writable, writer
     from .sources import locate
 
-    if to not in LAYOUTS:
-        raise UsageError(f"Unknown layout {to!r}; use --to native or --to hf.")
+    fmt = writer(to) if to not in LAYOUTS else None
+    if to not in LAYOUTS and fmt is None:
+        raise UsageError(f"Unknown layout {to!r}; use --to {', '.join((*LAYOUTS, *writable()))}.")
     loc = locate(path)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
+    if fmt is not None and fmt.write is not None:  # a foreign format writes its own files
+        if Path(out).resolve() == Path(loc.path).resolve():
+            raise UsageError(f"--out {str(out)!r} is the checkpoint itself; choose a new name.")
+        result = fmt.write(prep, source, Path(out), loc)
+        if isinstance(source, StateDictSource):
+            source.close()
+        result.update(source_layout=prep.layout, config_source=choice.source, source=str(loc.path))
+        return result
     if prep.layout == to and loc.kind == "safetensors":  # a .pth to safetensors is a real conversion
         why = (
             f"its safetensors metadata says {FORMAT_KEY}={to}"
@@ -292,6 +301,11 @@ def convert(
     out = Path(out)
     if out.resolve() == Path(loc.folder).resolve():
         raise UsageError(f"--out {str(out)!r} is the checkpoint's own folder; choose a new folder.")
+    if to == "hf" and prep.layout != "native":  # hf-named but not safetensors (.pth, a foreign format)
+        native = StateDictSource(dict(mapped_tensors(prep, source)), private=True)
+        if isinstance(source, StateDictSource):
+            source.close()
+        source, prep = native, prepare(native, prep.family, prep.config, layout="native")
     result = _write(
         out,
         prep,
@@ -301,6 +315,11 @@ def convert(
         tokenizer_from=loc.folder,
         max_shard_size=max_shard_size,
         sidecar_extra={"converted_from": str(loc.path)},
+        extra_files=(
+            (lambda folder: loc.format.tokenizer_files(loc, folder))
+            if loc.format is not None and loc.format.tokenizer_files is not None
+            else None
+        ),
     )
     if isinstance(source, StateDictSource):
         source.close()

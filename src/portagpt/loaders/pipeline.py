@@ -13,7 +13,12 @@
    on the meta device. One tensor (or one fused group) is in flight at a time,
    so peak memory stays close to the size of the weights.
 
-Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above),
+Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above, every
+tensor read into memory the model owns), ``mmap`` (the same, but a
+safetensors tensor used as stored is not read at all: it stays a view of the
+memory-mapped file, :class:`MappedFiles`, as transformers does; fastest and
+smallest, but the model then needs the file to stay as it is: replacing it by
+a rename is safe, rewriting it in place is not),
 ``safetensors`` (every file read whole with ``safetensors.torch.load_file``,
 then step 4), ``state_dict`` (the classic path: a randomly initialised model,
 the whole state dict read, ``load_state_dict`` copying into it) and ``hf``
@@ -36,20 +41,17 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
+from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
 from .safetensors_index import TensorIndex
 from .sources import Located
+from .ties import verify_ties
 from .state_dict import StateDictSource
 
-FORMAT_KEY = "portagpt_format"  # safetensors metadata: "native" or "hf"
-FAMILY_KEY = "portagpt_family"
-FORMAT_VERSION_KEY = "portagpt_format_version"
-FORMAT_VERSION = "1"
-TIED_KEY = "portagpt_tied"  # safetensors metadata of training checkpoints: {alias: stored name}
 STRIP_PREFIXES = ("_orig_mod.", "module.")
-LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
+LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
 
 Source = TensorIndex | StateDictSource
 
@@ -76,6 +78,32 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise UsageError(
             f"Unknown dtype {dtype!r}. Use one of: auto, {', '.join(sorted(set(DTYPES)))}."
         ) from None
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists on this machine, or a UsageError naming ``--device``."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(str(device))
+        except (RuntimeError, ValueError, TypeError):
+            raise UsageError(
+                f"--device {device!r} is not a device torch knows. Use cpu, cuda, cuda:N or mps."
+            ) from None
+    if dev.type == "meta":
+        raise UsageError("--device meta holds no data; load onto cpu, cuda or mps.")
+    if dev.type != "cpu":
+        backend = getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", lambda: False)
+        count = getattr(backend, "device_count", lambda: 1)
+        if not available() or (dev.index is not None and dev.index >= count()):
+            raise UsageError(
+                f"--device {str(device)!r}: no such {dev.type} device on this machine"
+                + (f" ({count()} available)" if available() else "")
+                + ". Use --device cpu, or a device that exists."
+            )
+    return dev
 
 
 def main_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype | None:
@@ -199,6 +227,24 @@ def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family,
     return "native" if native_fit > hf_fit else "hf"  # a tie: names shaped like the checkpoint
 
 
+def build_on_meta(family: Family, cfg: Any) -> nn.Module:
+    """The family's model on the meta device; a config it cannot build is a ConfigError."""
+    from ..errors import ConfigError, PortagptError
+
+    try:
+        with empty_init():
+            return family.build_model(cfg)
+    except PortagptError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"The config cannot be built as a {family.name} model ({type(exc).__name__}: {detail}). "
+            "A size in config.json is out of range or inconsistent; compare it with the "
+            "checkpoint's own config.json."
+        ) from None
+
+
 def prepare(
     source: Source,
     family: Family,
@@ -208,8 +254,7 @@ def prepare(
     sidecar: Any = None,
 ) -> Prepared:
     """Build on meta, map the checkpoint's names and shapes, and compare (no tensor data read)."""
-    with empty_init():
-        model = family.build_model(cfg)
+    model = build_on_meta(family, cfg)
     expected, tied = expected_state(model, family, cfg)
     tied_pairs = tuple(family.tied_weights(cfg))
     renames = strip_prefixes(source.names)
@@ -307,16 +352,88 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
+class MappedFiles:
+    """Memory-mapped views of a :class:`TensorIndex`'s files, for tensors used as stored.
+
+    ``get`` returns a tensor whose storage is the file's private mapping
+    (``safe_open(..., backend="mmap")``): nothing is read until a page is
+    touched, and a page read stays in the page cache, shared, rather than
+    copied into memory the model owns. The mapping is copy-on-write
+    (``MAP_PRIVATE``): writing a weight (training) copies that page and never
+    the file; checkpoints are replaced by renaming a new file into place,
+    which leaves a mapped file intact. Tensors that need a transform are read
+    with ``pread`` instead, so the file pages behind a transposed copy are
+    never mapped into the process.
+    """
+
+    def __init__(self, index: TensorIndex) -> None:
+        self.index = index
+        self._handles: dict[Path, Any] = {}
+
+    @classmethod
+    def open(cls, source: Source, device: Any) -> MappedFiles | None:
+        """A mapper for ``source``, or None where zero-copy does not apply (not safetensors,
+        not CPU, or a safetensors without the ``backend`` argument)."""
+        if not isinstance(source, TensorIndex) or torch.device(device).type != "cpu":
+            return None
+        import inspect
+
+        from safetensors import safe_open
+
+        try:
+            inspect.signature(safe_open).bind("f", framework="pt", device="cpu", backend="mmap")
+        except (TypeError, ValueError):  # no backend argument (safetensors < 0.7)
+            return None
+        return cls(source)
+
+    def usable(self, name: str, dtype: torch.dtype | None) -> bool:
+        """Whether tensor ``name`` can be used as stored under ``dtype`` (None: as stored)."""
+        stored = self.index.tensors[name].dtype
+        return dtype is None or stored == dtype or not stored.is_floating_point
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        file = self.index.tensors[name].file
+        if file not in self._handles:
+            self._handles[file] = safe_open(str(file), framework="pt", device="cpu", backend="mmap")
+        return self._handles[file].get_tensor(name)
+
+    def close(self) -> None:
+        self._handles.clear()  # open tensors keep their mapping alive
+
+
 def mapped_tensors(
-    prep: Prepared, source: Source, dtype: torch.dtype | None = None, device: Any = "cpu"
+    prep: Prepared,
+    source: Source,
+    dtype: torch.dtype | None = None,
+    device: Any = "cpu",
+    zero_copy: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time."""
+    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time.
+
+    ``zero_copy``: a tensor used exactly as stored (no transform, no cast, CPU)
+    is a view of the memory-mapped file (:class:`MappedFiles`), not a copy.
+    """
+    mapped = MappedFiles.open(source, device) if zero_copy else None
     with source:
         private = source.private
         for step in prep.steps:
             if not any(n in prep.expected for n in step.native):
                 continue  # a tied copy, or dropped
-            inputs = [source.get(prep.source_names[n]) for n in step.hf]
+            names = [prep.source_names[n] for n in step.hf]
+            if (
+                mapped is not None
+                and step.rule.transform is IDENTITY
+                and len(names) == 1
+                and mapped.usable(names[0], dtype)
+            ):
+                t = mapped.get(names[0])
+                for name in step.native:
+                    if name in prep.expected:
+                        yield name, t
+                continue
+            inputs = [source.get(n) for n in names]
             outputs = step.to_native(inputs)
             for name, t in zip(step.native, outputs, strict=True):
                 if name in prep.expected:
@@ -325,6 +442,8 @@ def mapped_tensors(
             del inputs, outputs
             if copied:
                 release_free_memory()
+    if mapped is not None:
+        mapped.close()
 
 
 def materialise_buffers(model: nn.Module) -> None:
@@ -361,10 +480,16 @@ def finish(model: nn.Module, prep: Prepared, dtype: torch.dtype | None, device: 
 
 
 def materialise(
-    prep: Prepared, source: Source, dtype: torch.dtype | None, device: Any = "cpu", where: str = "the checkpoint"
+    prep: Prepared,
+    source: Source,
+    dtype: torch.dtype | None,
+    device: Any = "cpu",
+    where: str = "the checkpoint",
+    zero_copy: bool = False,
 ) -> nn.Module:
-    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy)."""
-    state = dict(mapped_tensors(prep, source, dtype, device))
+    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy;
+    ``zero_copy``: tensors used as stored stay views of the mapped file)."""
+    state = dict(mapped_tensors(prep, source, dtype, device, zero_copy))
     model = prep.model
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     del state
@@ -402,6 +527,8 @@ def materialise_eager(
 
 def read_whole(loc: Located) -> StateDictSource:
     """Every tensor of the checkpoint read into memory at once (for the eager loaders)."""
+    if loc.format is not None:
+        return loc.open()  # a foreign format's source is read whole already
     if loc.kind == "safetensors":
         from safetensors.torch import load_file
 
@@ -442,23 +569,57 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+def shipped_tokenizer(folder: Path | None) -> list[str]:
+    """The tokenizer files a checkpoint folder ships (empty: it ships none)."""
+    return [n for n in TOKENIZER_FILES if folder is not None and (Path(folder) / n).is_file()]
+
+
 def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bool | str) -> Any:
-    """The family's tokenizer for a folder; with ``"auto"``, None when the folder ships none."""
+    """The family's tokenizer for a folder; with ``"auto"``, None when the folder ships none.
+
+    A folder that ships tokenizer files that do not load, or whose ids do not
+    fit the model's vocabulary, is an error even with ``"auto"``: the files are
+    there, so they are broken, not absent.
+    """
     from ..errors import TokenizerError
 
     if tokenizer is False:
         return None
     try:
-        return fam.load_tokenizer(folder, cfg)
+        tok = fam.load_tokenizer(folder, cfg)
     except TokenizerError:
-        if tokenizer == "auto":
+        if tokenizer == "auto" and not shipped_tokenizer(folder):
             return None
         raise
+    shipped = shipped_tokenizer(folder)
+    vocab = getattr(cfg, "vocab_size", None)
+    size = getattr(tok, "vocab_size", None)
+    if shipped and isinstance(vocab, int) and isinstance(size, int) and size > vocab:
+        raise TokenizerError(
+            f"The tokenizer in {str(folder)!r} ({', '.join(shipped)}) has {size} ids, but the model "
+            f"has {vocab} embeddings (vocab_size): its ids >= {vocab} would index past the "
+            "embedding. The tokenizer files belong to another model; copy the checkpoint's own "
+            "tokenizer files next to the weights."
+        )
+    return tok
 
 
 def read_sidecar(folder: Path) -> dict[str, Any] | None:
     path = folder / SIDECAR
     return read_json(path, SIDECAR) if path.is_file() else None
+
+
+def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> None:
+    """Layer/expert counts of a given config against the checkpoint's names, before building."""
+    from .config_values import check_against_names
+
+    if choice.source.startswith("preset"):  # fitted to the weights already
+        return
+    where = repr(str(loc.folder / "config.json")) if choice.source == "config.json" else choice.source
+    check_against_names(choice.config, strip_prefixes(source.names).values(), where, loc.where)
 
 
 def check_source(
@@ -475,7 +636,15 @@ def check_source(
     source = loc.open(backend)
     sidecar = read_sidecar(loc.folder)
     choice = choose(loc, source, family=family, preset=preset, config=config, sidecar=sidecar)
+    check_config_fits(loc, source, choice)
     prep = prepare(source, choice.family, choice.config, sidecar=sidecar)
+    if prep.report.ok:
+        prep, notes = verify_ties(
+            prep, source, loc.where, lambda cfg: prepare(source, choice.family, cfg, sidecar=sidecar)
+        )
+        if notes:
+            choice.config = prep.config
+            choice.notes.extend(notes)
     if not prep.report.ok and choice.source.startswith("preset"):
         prep.report.hints.append(
             f"The config came from a preset ({choice.source}, the closest one) and does not fit "
@@ -510,10 +679,11 @@ def load_located(
             f"{loc.kind} file. Use --loader meta or state_dict."
         )
     want = parse_dtype(dtype)
+    device = parse_device(device)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
     where = loc.where
-    if loader == "meta":
-        model = materialise(prep, source, want, device, where)
+    if loader in ("meta", "mmap"):
+        model = materialise(prep, source, want, device, where, zero_copy=loader == "mmap")
     elif loader == "safetensors":
         model = materialise(prep, read_whole(loc), want, device, where)
     elif loader == "state_dict":
@@ -524,7 +694,12 @@ def load_located(
         model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
     if isinstance(source, StateDictSource):
         source.close()
-    tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
+    if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:
+        tok = loc.format.tokenizer(loc, choice.config)
+        if tok is None and tokenizer is True:
+            tok = load_tokenizer_for(choice.family, loc.folder, choice.config, True)
+    else:
+        tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
     return Loaded(
         model=model,
         tokenizer=tok,
@@ -539,6 +714,7 @@ def load_located(
         extras={
             "config_source": choice.source,
             "config_changes": choice.changes,
+            "notes": list(choice.notes),
             "files": [str(f) for f in loc.files],
             "kind": loc.kind,
             "coverage": prep.coverage,

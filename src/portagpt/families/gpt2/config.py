@@ -63,7 +63,7 @@ class GPT2Config(HFConfig):
     @classmethod
     def prepare(cls, d: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("n_positions", d.get("n_ctx"))
-        return {k: v for k, v in d.items() if k not in ("drop_rate", "qkv_bias")}
+        return {k: v for k, v in d.items() if k != "drop_rate"}  # qkv_bias: True unless given
 
     def to_hf(self) -> dict[str, Any]:
         if not self.qkv_bias:
