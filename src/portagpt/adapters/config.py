@@ -133,8 +133,14 @@ class HFConfig:
         return out
 
 
-def _rope_dict(d: Mapping[str, Any], layer_type: str | None, theta: float) -> dict[str, Any]:
-    return rope_params_from_hf(d, layer_type, theta).to_hf()
+def rope_parameters_of(d: Mapping[str, Any], theta: float) -> dict[str, Any]:
+    """A config.json dict's RoPE in the 5.x spelling, one dict or one per layer type, each with
+    every parameter filled in (top-level keys such as ``partial_rotary_factor`` included)."""
+    rp = d.get("rope_parameters") or {}
+    if rp and all(isinstance(v, Mapping) or v is None for v in rp.values()):
+        default = RopeConfig(theta).to_hf()
+        return {k: rope_params_from_hf(d, k, theta).to_hf() if v else default for k, v in rp.items()}
+    return rope_params_from_hf(d, None, theta).to_hf()
 
 
 @dataclass(frozen=True)
@@ -223,18 +229,13 @@ class DecoderConfig(HFConfig):
 
     def normalized_rope(self) -> dict[str, Any]:
         """``rope_parameters`` in the 5.x spelling, every recipe's parameters filled in."""
-        rp = self.rope_parameters or {}
-        d = {"rope_parameters": rp, "max_position_embeddings": self.max_position_embeddings}
-        if rp and all(isinstance(v, Mapping) or v is None for v in rp.values()):
-            default = RopeConfig(self.default_theta).to_hf()
-            return {k: _rope_dict(d, k, self.default_theta) if v else default for k, v in rp.items()}
-        return _rope_dict(d, None, self.default_theta)
+        d = {"rope_parameters": self.rope_parameters, "max_position_embeddings": self.context_length}
+        return rope_parameters_of(d, self.default_theta)
 
     @classmethod
     def prepare(cls, d: dict[str, Any]) -> dict[str, Any]:
-        """The 4.x RoPE spelling (``rope_theta`` + ``rope_scaling``) read into ``rope_parameters``."""
-        if not d.get("rope_parameters"):
-            d["rope_parameters"] = _rope_dict(d, None, cls.default_theta)
+        """RoPE from any spelling (4.x ``rope_theta`` + ``rope_scaling`` too) into ``rope_parameters``."""
+        d["rope_parameters"] = rope_parameters_of(d, cls.default_theta)
         return d
 
     @property
