@@ -13,10 +13,11 @@ adds the fields every decoder shares) and writes only its exceptions:
 
 :meth:`HFConfig.from_hf` reads any transformers spelling: a nested
 ``text_config``, the 4.x/5.x renames in :data:`ALIASES`, lists as tuples, and
-``null`` as None where the field can hold None (else as the field's default). :meth:`HFConfig.to_hf` writes every field back under its
-config.json key. Configs survive a dict round trip
-(``dataclasses.asdict`` → JSON → ``cls(**d)``): ``__post_init__`` turns lists
-back into tuples and normalises what has several spellings.
+``null`` as None where the field can hold None (else as the field's default).
+:meth:`HFConfig.to_hf` writes every field back under its config.json key.
+Configs survive a dict round trip (``dataclasses.asdict`` -> JSON ->
+``cls(**d)``): ``__post_init__`` turns lists back into tuples and normalises
+what has several spellings.
 
 RoPE is kept one way: ``rope_parameters`` in the transformers 5 spelling, one
 dict (``{"rope_type", "rope_theta", ...}``) or one per layer type
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ..core.cache import LayerSpec
-from ..core.checkpoint_format import config_to_dict, to_jsonable  # noqa: F401  (config_to_dict re-exported)
+from ..core.checkpoint_format import config_to_dict, to_jsonable  # noqa: F401 (re-exported)
 from ..core.rope import RopeConfig, rope_params_from_hf
 from ..errors import ConfigError
 from .tokenizer import BPE_EOT, BPE_VOCAB
@@ -139,7 +140,9 @@ def rope_parameters_of(d: Mapping[str, Any], theta: float) -> dict[str, Any]:
     rp = d.get("rope_parameters") or {}
     if rp and all(isinstance(v, Mapping) or v is None for v in rp.values()):
         default = RopeConfig(theta).to_hf()
-        return {k: rope_params_from_hf(d, k, theta).to_hf() if v else default for k, v in rp.items()}
+        return {
+            k: rope_params_from_hf(d, k, theta).to_hf() if v else default for k, v in rp.items()
+        }
     return rope_params_from_hf(d, None, theta).to_hf()
 
 
@@ -215,13 +218,16 @@ class DecoderConfig(HFConfig):
                 f"{self.sliding_window!r}."
             )
         types = self.layer_types
-        if types is not None and (len(types) != self.num_hidden_layers or set(types) - {FULL, SLIDING}):
+        wrong = types is not None and {*types} - {*LAYER_TYPES}
+        if types is not None and (len(types) != self.num_hidden_layers or wrong):
             raise ConfigError(
                 f"{name} layer_types must list {self.num_hidden_layers} entries, each {FULL!r} or "
                 f"{SLIDING!r}; got {list(types)!r}."
             )
         if types and SLIDING in types and not self.sliding_window:
-            raise ConfigError(f"{name} layer_types has sliding layers but sliding_window is not set.")
+            raise ConfigError(
+                f"{name} layer_types has sliding layers but sliding_window is not set; set it."
+            )
 
     def default_layer_types(self) -> tuple[str, ...] | None:
         """``layer_types`` when config.json gives none (None: decided by ``sliding_window``)."""
@@ -229,12 +235,13 @@ class DecoderConfig(HFConfig):
 
     def normalized_rope(self) -> dict[str, Any]:
         """``rope_parameters`` in the 5.x spelling, every recipe's parameters filled in."""
-        d = {"rope_parameters": self.rope_parameters, "max_position_embeddings": self.context_length}
+        d = {"rope_parameters": self.rope_parameters, "max_position_embeddings": 0}
+        d["max_position_embeddings"] = self.max_position_embeddings
         return rope_parameters_of(d, self.default_theta)
 
     @classmethod
     def prepare(cls, d: dict[str, Any]) -> dict[str, Any]:
-        """RoPE from any spelling (4.x ``rope_theta`` + ``rope_scaling`` too) into ``rope_parameters``."""
+        """RoPE from any spelling (4.x ``rope_theta`` + ``rope_scaling``) as ``rope_parameters``."""
         d["rope_parameters"] = rope_parameters_of(d, cls.default_theta)
         return d
 
@@ -259,7 +266,8 @@ class DecoderConfig(HFConfig):
         """The RoPE recipe of one kind (see :meth:`rope_kind`)."""
         rp = self.rope_parameters or {}
         d = {"rope_parameters": rp, "max_position_embeddings": self.max_position_embeddings}
-        return rope_params_from_hf(d, kind if self.rope_per_layer_type else None, self.default_theta)
+        layer_type = kind if self.rope_per_layer_type else None
+        return rope_params_from_hf(d, layer_type, self.default_theta)
 
     def layer_specs(self) -> list[LayerSpec]:
         """One cache spec per layer: KV heads, head size, and the window of sliding layers."""

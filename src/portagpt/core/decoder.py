@@ -48,7 +48,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: Any, layer_idx: int) -> None:
         super().__init__()
         d, hd, bias = cfg.hidden_size, cfg.head_dim, cfg.attention_bias
-        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = hd
         self.scale: float | None = None
         self.q_proj = Linear(d, self.n_heads * hd, bias=bias)
         self.k_proj = Linear(d, self.n_kv * hd, bias=bias)
@@ -170,7 +171,8 @@ class CausalLM(nn.Module):
         patterns = dict.fromkeys(_INDEX.sub("{}", n) for n in names if n != head)
         rules: list[Rule] = identity(*patterns)
         rules += identity(head, optional=cfg.tie_word_embeddings)
-        rules += [drop("model.rotary_emb.inv_freq"), drop("model.layers.{}.self_attn.rotary_emb.inv_freq")]
+        stale = ("model.rotary_emb.inv_freq", "model.layers.{}.self_attn.rotary_emb.inv_freq")
+        rules += [drop(n) for n in stale]
         return WeightMap(rules)
 
     # ---- weights -------------------------------------------------------------------------

@@ -45,7 +45,9 @@ PRESETS: dict[str, Preset] = {
     ),
     # The bundled BPE's vocabulary, so `portagpt train --family mistral` trains from scratch.
     "tiny": Preset(
-        MistralConfig.tiny(intermediate_size=384, num_key_value_heads=2, head_dim=32, sliding_window=64),
+        MistralConfig.tiny(
+            intermediate_size=384, num_key_value_heads=2, head_dim=32, sliding_window=64
+        ),
         "",
         "4 layers, 128 wide, window 64: a CPU-sized Mistral",
     ),
@@ -53,4 +55,6 @@ PRESETS: dict[str, Preset] = {
 
 # Tiny, CPU, well under a second; the window (8) is shorter than the kit's test sequences,
 # and head_dim 24 != 64 / 4, as in Mistral-Nemo.
-SMOKE_CONFIG = MistralConfig.smoke(hidden_size=64, intermediate_size=128, head_dim=24, sliding_window=8)
+SMOKE_CONFIG = MistralConfig.smoke(
+    hidden_size=64, intermediate_size=128, head_dim=24, sliding_window=8
+)

@@ -69,11 +69,17 @@ class Gemma3Config(DecoderConfig):
                 "This Gemma3 config.json sets use_bidirectional_attention (an embedding model "
                 "such as EmbeddingGemma); portagpt's gemma3 family is a causal language model only."
             )
-        thetas = {FULL: d.get("rope_theta", GLOBAL_THETA), SLIDING: d.get("rope_local_base_freq", LOCAL_THETA)}
+        thetas = {
+            FULL: d.get("rope_theta", GLOBAL_THETA),
+            SLIDING: d.get("rope_local_base_freq", LOCAL_THETA),
+        }
         rp = d.get("rope_parameters")
         if not (isinstance(rp, Mapping) and FULL in rp):  # 4.x: rope_scaling is the global layers'
             rp = {FULL: rope_params_from_hf(d, None, GLOBAL_THETA).to_hf()}
-        d["rope_parameters"] = {k: {"rope_theta": t, **(rp.get(k) or {})} for k, t in thetas.items()}
+        d["rope_parameters"] = {
+            k: {"rope_theta": t, **(rp.get(k) or {})}
+            for k, t in thetas.items()
+        }
         if not d.get("layer_types") and "num_hidden_layers" in d:
             d["layer_types"] = _pattern(d["num_hidden_layers"], d.get("sliding_window_pattern", 6))
         return d
@@ -85,7 +91,9 @@ _270M = Gemma3Config(
     num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=32_768,
     sliding_window=512, eos_token_id=(1, 106),
 )  # fmt: skip
-_1B = replace(_270M, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, layer_types=None)
+_1B = replace(
+    _270M, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, layer_types=None
+)
 _4B = replace(
     _1B, layer_types=None, vocab_size=262_208, hidden_size=2560, intermediate_size=10_240,
     num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4,

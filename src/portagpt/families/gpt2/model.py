@@ -68,7 +68,8 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: Any) -> None:
         super().__init__()
         d, hidden = cfg.emb_dim, cfg.mlp_dim
-        self.layers = nn.Sequential(Linear(d, hidden), Activation(cfg.activation), Linear(hidden, d))
+        act = Activation(cfg.activation)
+        self.layers = nn.Sequential(Linear(d, hidden), act, Linear(hidden, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
