@@ -200,9 +200,9 @@ class DecoderConfig(HFConfig):
         if self.layer_types is None:
             self._set("layer_types", self.default_layer_types())
         self._set("rope_parameters", self.normalized_rope())
-        self._check()
+        self.validate()
 
-    def _check(self) -> None:
+    def validate(self) -> None:
         name, heads, kv = self.model_type, self.num_attention_heads, self.num_key_value_heads
         assert kv is not None and self.head_dim is not None  # resolved above
         if heads % kv:

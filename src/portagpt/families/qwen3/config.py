@@ -49,8 +49,8 @@ class Qwen3Config(DecoderConfig):
         step = (i + 1) % self.decoder_sparse_step == 0
         return self.is_moe and i not in self.mlp_only_layers and step
 
-    def _check(self) -> None:
-        super()._check()
+    def validate(self) -> None:
+        super().validate()
         if self.is_moe and not 0 < self.num_experts_per_tok <= self.num_experts:
             raise ConfigError(
                 f"Qwen3 MoE num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 "
