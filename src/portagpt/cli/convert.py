@@ -26,24 +26,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..loaders import convert, locate_source
+    from .. import api
 
-    path = checkpoint_path(args)
-    if path is None:
-        if args.repo_id is None:
-            raise UsageError("Nothing to convert: pass a checkpoint PATH or --repo-id ID.")
-        path = str(locate_source(repo_id=args.repo_id, revision=args.revision).folder)
-    result = convert(
-        path,
-        args.to,
-        args.out,
-        family=args.family,
-        preset=args.preset,
-        config=args.config,
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-    )
+    result = api.convert(
+        checkpoint_path(args), to=args.to, out=args.out, repo_id=args.repo_id,
+        revision=args.revision, family=args.family, preset=args.preset, config=args.config,
+        dtype=args.dtype, max_shard_size=args.max_shard_size,
+    ).to_dict()  # fmt: skip
     if args.json:
         print(json.dumps(result))
     else:
