@@ -776,10 +776,11 @@ def progress_class() -> Any:
     with warnings.catch_warnings():  # no ipywidgets in a kernel: tqdm warns, then falls back
         warnings.simplefilter("ignore")
         from tqdm.auto import tqdm as auto
+        from tqdm.autonotebook import tqdm as chosen  # what tqdm.auto builds on: widget or text
     from tqdm.std import tqdm as text_bar
 
-    if auto is not text_bar:
-        return auto
+    if chosen is not text_bar:
+        return auto  # the Jupyter widget
     isatty = getattr(sys.stderr, "isatty", None)
     return text_bar if isatty is not None and isatty() else None
 
