@@ -25,11 +25,11 @@ class Run:
 
     out: Path
     family: str
-    history: TrainHistory
+    history: TrainHistory = field(repr=False)
     tokens_seen: int
     seconds: float
     parameters: int
-    run_info: dict[str, Any] = field(default_factory=dict)
+    run_info: dict[str, Any] = field(default_factory=dict, repr=False)
     is_main: bool = True  # False on the other ranks of a torchrun launch
     model: Any = field(default=None, repr=False, compare=False)
     tokenizer: Any = field(default=None, repr=False, compare=False)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..defaults import DEFAULT_FAMILY, SCRATCH_TOKENIZER_KIND
 from ..errors import DataError, TokenizerError, UnknownPresetError, UsageError
 from .run_settings import (
     DEFAULT_CONTEXT_CAP,
@@ -144,7 +145,7 @@ def tokenizer_record(tokenizer: Any, folder: Path | None, files: list[Path]) -> 
     """What the run folder says about the tokenizer it trained with."""
     from_json = any(f.name == "tokenizer.json" for f in files)
     return {
-        "kind": "tokenizer.json" if from_json else "bundled GPT-2 BPE (tiktoken)",
+        "kind": "tokenizer.json" if from_json else SCRATCH_TOKENIZER_KIND,
         "class": type(tokenizer).__name__,
         "vocab_size": int(tokenizer.vocab_size),
         "eos_token_id": tokenizer.eos_token_id,
@@ -200,7 +201,7 @@ def _start(o: TrainOptions, info: Any) -> _Start:
         if o.resume and o.out and not o.family:  # the run's own family, not the default
             sidecar = read_sidecar(Path(o.out) / CHECKPOINT_DIR)
             family_name = sidecar.get("family")
-        family = get_family(family_name or "gpt2")
+        family = get_family(family_name or DEFAULT_FAMILY)
         name = o.preset or DEFAULTS["preset"]
     out = Path(o.out) if o.out else Path("runs") / f"{family.name}-{name}"
     if o.resume:
