@@ -57,19 +57,19 @@ def test_json_greedy_ids_match_transformers_generate_with_and_without_cache(
     from portagpt.smoke_tests.reference import hf_greedy
 
     folder, hf_model = checkpoint
-    # 4 prompt ids + 40 new > 32 positions: the context crop applies too, as in transformers
-    # (which cannot go past n_positions), so compare the first 28 new ids
-    result = _json(capsys, folder, "--max-new-tokens", "40")
+    # 4 prompt ids + 32 new (the CLI's cap: the context) > 32 positions: the context crop
+    # applies too, as in transformers (which cannot go past n_positions), so compare the first 28
+    result = _json(capsys, folder, "--max-new-tokens", "32")
     tok = gpt2_tokenizer()
     assert result["family"] == "gpt2"
     assert result["prompt_ids"] == tok.encode(PROMPT)
-    assert len(result["new_ids"]) == 40
+    assert len(result["new_ids"]) == 32
     expected = hf_greedy(hf_model, torch.tensor([result["prompt_ids"]]), max_new_tokens=28)
     assert result["new_ids"][:28] == expected[0].tolist()
     assert result["text"] == tok.decode(result["new_ids"])
-    assert result["tokens_per_second"] == pytest.approx(40 / result["seconds"])
+    assert result["tokens_per_second"] == pytest.approx(32 / result["seconds"])
     assert (
-        _json(capsys, folder, "--max-new-tokens", "40", "--no-cache")["new_ids"]
+        _json(capsys, folder, "--max-new-tokens", "32", "--no-cache")["new_ids"]
         == result["new_ids"]
     )
 

@@ -103,7 +103,7 @@ def test_a_plugin_spec_that_cannot_be_imported_is_a_plugin_error():
         load_plugin("tests/fixtures/not_there.py")
 
 
-def test_a_name_clash_refuses_the_name_naming_both_and_later_model_type_clashes_stay_readable():
+def test_a_name_or_model_type_clash_keeps_the_built_in_and_reports_the_plugin_that_lost():
     import dataclasses
 
     from portagpt.families.gpt2.plugin import FAMILY as GPT2
@@ -122,8 +122,24 @@ def test_a_name_clash_refuses_the_name_naming_both_and_later_model_type_clashes_
         autoload=False,
         extra_plugins=[(Impostor(), "impostor", "impostor-dist"), (SameModelType(), "again", "again-dist")],
     )
-    with pytest.raises(PluginError, match="portagpt, impostor-dist"):
-        reg.get("gpt2")
-    assert reg.get("gpt2_again").distribution == "again-dist"  # not a crash inside the registry
+    assert reg.get("gpt2").distribution == "portagpt"
+    assert reg.for_model_type("gpt2").distribution == "portagpt"
+    assert reg.get("gpt2_again").distribution == "again-dist"  # reachable by --family
+    (lost,) = [e for e in reg.errors if "impostor" in e]
+    assert "'gpt2'" in lost and "kept" in lost
+    (mt,) = [e for e in reg.errors if "again" in e]
+    assert "model_type 'gpt2'" in mt and "--family gpt2_again" in mt
     assert not any("raised" in e for e in reg.errors), reg.errors
     assert "llama" in reg.families
+
+
+def test_a_plugin_that_calls_sys_exit_is_reported_and_the_others_keep_working():
+    class Quitter:
+        @hookimpl
+        def portagpt_register_families(self, register):
+            raise SystemExit(3)
+
+    reg = build_registry(autoload=False, extra_plugins=[(Quitter(), "quitter", "quitter-dist")])
+    (err,) = [e for e in reg.errors if "quitter" in e]
+    assert "sys.exit(3)" in err
+    assert {"gpt2", "llama"} <= set(reg.families)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from portagpt import hookimpl
-from portagpt.errors import PluginError, UnknownFamilyError
+from portagpt.errors import UnknownFamilyError
 from portagpt.registry import build_registry, builtin_families, get_registry
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "portagpt"
@@ -34,7 +34,7 @@ def test_unknown_family_and_model_type_name_the_known_ones() -> None:
         reg.for_model_type("mamba")
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both_sources() -> None:
+def test_a_second_plugin_claiming_a_name_loses_and_is_named_the_first_stays() -> None:
     from portagpt.families.gpt2.plugin import FAMILY
 
     reg = build_registry(autoload=False)
@@ -48,10 +48,11 @@ def test_two_plugins_claiming_one_name_is_an_error_naming_both_sources() -> None
     reg.pm.register(clone, name="clone")
     reg.families.clear()
     reg.model_types.clear()
-    reg.collect({"clone": ("portagpt-clone", "1.0")})
-    assert any("portagpt-clone" in e and "gpt2" in e for e in reg.errors)
-    with pytest.raises(PluginError, match="portagpt-clone"):
-        reg.get("gpt2")
+    reg.errors.clear()
+    reg.collect({"clone": ("portagpt-clone", "1.0"), "portagpt.gpt2": ("portagpt", "dev")})
+    (err,) = [e for e in reg.errors if "portagpt-clone" in e]
+    assert "'gpt2'" in err and "first registration is kept" in err
+    assert reg.get("gpt2").distribution == "portagpt"
 
 
 def test_disable_autoload_env_var_skips_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,6 +42,7 @@ from .results import (
 
 __all__ = [
     "TextStream",
+    "check_generate_options",
     "compare",
     "convert",
     "generate",
@@ -135,6 +136,38 @@ def _resolve_model(
     return model, tokenizer, fam
 
 
+def check_generate_options(
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    *,
+    use_cache: bool = True,
+    compile: bool = False,
+    seed: int | None = None,
+    threads: int | None = None,
+) -> None:
+    """Every generation option checked before anything is loaded (UsageError naming the flag)."""
+    from .core.generate import check_options
+
+    check_options(max_new_tokens, temperature, top_k, top_p, min_p)
+    if compile and not use_cache:
+        raise UsageError(
+            "--compile compiles the cached one-token decode step, and --no-cache has none; "
+            "drop one of the two."
+        )
+    if seed is not None and not -(2**63) <= seed < 2**64:
+        raise UsageError(f"--seed must be a whole number from 0 to 2**64 - 1, got {seed}.")
+    cores = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cores:
+        raise UsageError(
+            f"--threads must be from 1 to this machine's {cores} CPU cores, got {threads}; "
+            "leave it out to let portagpt choose (one thread for small models on CPU, torch's "
+            "default otherwise)."
+        )
+
+
 def generate(
     model: Any,
     tokenizer: Any = None,
@@ -151,7 +184,7 @@ def generate(
     threads: int | None = None,
     stream: bool = False,
     details: bool = False,
-    family: str | None = None,
+    family: Any = None,
     dtype: str = "float32",
     device: str = "auto",
 ) -> Any:
@@ -167,20 +200,12 @@ def generate(
     they are decided, whose ``return`` value is the Generation. Generation
     stops at the tokenizer's (else the family's) stop tokens.
     """
-    from .core.generate import check_options
     from .core.generate import stream as stream_ids
 
-    check_options(max_new_tokens, temperature, top_k, top_p, min_p)
-    if compile and not use_cache:
-        raise UsageError(
-            "--compile compiles the cached one-token decode step, and --no-cache has none; "
-            "drop one of the two."
-        )
-    if threads is not None and threads < 1:
-        raise UsageError(
-            f"--threads must be >= 1, got {threads}; leave it out to let portagpt choose "
-            "(one thread for small models on CPU, torch's default otherwise)."
-        )
+    check_generate_options(
+        max_new_tokens, temperature, top_k, top_p, min_p,
+        use_cache=use_cache, compile=compile, seed=seed, threads=threads,
+    )  # fmt: skip
     many = not isinstance(prompt, str)
     if many and stream:
         raise UsageError("stream=True streams one prompt; pass a single string, or stream=False.")
@@ -433,6 +458,22 @@ def _source(path: PathLike | None, checkpoint: PathLike | None) -> str | None:
     return _str(path or checkpoint)
 
 
+def check_shard_size(text: int | str) -> int:
+    """``--max-shard-size`` in bytes (e.g. 5GB, 500MB, 20KB, or a plain byte count), > 0."""
+    from huggingface_hub.serialization._base import parse_size_to_int
+
+    try:
+        size = int(text) if str(text).strip().isdigit() else parse_size_to_int(str(text).strip())
+    except (ValueError, TypeError):
+        size = 0
+    if size <= 0:
+        raise UsageError(
+            f"--max-shard-size {text!r} is not a size: give a positive number of bytes or a number "
+            "with a unit (KB, MB, GB, TB), e.g. --max-shard-size 5GB."
+        )
+    return size
+
+
 def convert(
     path: PathLike | None = None,
     *,
@@ -451,6 +492,7 @@ def convert(
     from .loaders import convert as _convert
     from .loaders import locate_source
 
+    check_shard_size(max_shard_size)
     src = _source(path, checkpoint)
     if src is None:
         if repo_id is None:

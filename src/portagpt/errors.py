@@ -60,3 +60,19 @@ class TokenizerError(PortagptError, ValueError):
 
 class CompileError(PortagptError, RuntimeError):
     """``torch.compile`` was asked for but cannot build the model on this machine."""
+
+
+class RunFolderBusyError(PortagptError, RuntimeError):
+    """Another live process holds the run folder's lock (one writer per run folder)."""
+
+
+class DiskFullError(PortagptError, OSError):
+    """A write failed for lack of space (ENOSPC) or a file size limit (EFBIG, ``ulimit -f``)."""
+
+
+class ConfigMismatchError(ConfigError, WeightMismatchError):
+    """A config that contradicts the checkpoint's tensors (seen from headers, before building)."""
+
+
+class NonFiniteError(PortagptError, FloatingPointError):
+    """NaN or infinity where numbers must be finite (logits during generation, a loss)."""

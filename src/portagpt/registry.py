@@ -7,10 +7,12 @@ found through the ``portagpt`` entry-point group, unless
 entry points by name.
 
 The host owns validation: it calls each plugin's hook on its own, so one
-plugin that raises, or registers a malformed family, is reported (naming the
-plugin and its distribution) while every other family keeps working. Two
-plugins claiming one family name or ``model_type`` is an error naming both;
-the name is then refused until one of them is removed.
+plugin that raises (anything, ``sys.exit`` included), fails to import, or
+registers a malformed family, is reported (naming the plugin and its
+distribution) while every other family keeps working. On a clash, a family
+name or ``model_type`` already registered, the first registration stays
+(built-in families are registered first, so they always survive) and the
+plugin that lost is reported.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import pluggy
 
 from . import hookspecs
 from .adapters.family import Family
-from .errors import PluginError, UnknownFamilyError
+from .errors import UnknownFamilyError
 
 ENTRY_POINT_GROUP = "portagpt"
 AUTOLOAD_ENV = "PORTAGPT_DISABLE_PLUGIN_AUTOLOAD"
@@ -43,15 +45,9 @@ class Registry:
     families: dict[str, Family] = field(default_factory=dict)
     model_types: dict[str, str] = field(default_factory=dict)  # model_type -> family name
     errors: list[str] = field(default_factory=list)
-    clashes: dict[str, list[str]] = field(default_factory=dict)  # name or model_type -> sources
     plugin_of: dict[str, str] = field(default_factory=dict)  # family name -> plugin name
 
     def get(self, name: str) -> Family:
-        if name in self.clashes:
-            raise PluginError(
-                f"Family {name!r} is claimed by several plugins: {', '.join(self.clashes[name])}. "
-                f"Uninstall one of them, or allow-list plugins with {ALLOW_ENV}=..."
-            )
         try:
             return self.families[name]
         except KeyError:
@@ -62,11 +58,6 @@ class Registry:
             ) from None
 
     def for_model_type(self, model_type: str) -> Family:
-        if model_type in self.clashes:
-            raise PluginError(
-                f"model_type {model_type!r} is claimed by several plugins: {', '.join(self.clashes[model_type])}. "
-                "Pass --family to choose, or uninstall one of them."
-            )
         try:
             return self.families[self.model_types[model_type]]
         except KeyError:
@@ -78,8 +69,9 @@ class Registry:
             ) from None
 
     # ---- registration ----------------------------------------------------
-    def _source(self, family: Family) -> str:
-        return f"{family.name!r} from {family.distribution or '?'}"
+    def _owner(self, name: str) -> str:
+        fam = self.families[name]
+        return f"plugin {self.plugin_of.get(name, '?')!r} (distribution {fam.distribution or '?'})"
 
     def _add(self, family: Any, plugin_name: str, dist: str, version: str) -> None:
         where = f"plugin {plugin_name!r} (distribution {dist} {version})".replace(" )", ")")
@@ -91,30 +83,31 @@ class Registry:
             self.errors.append(f"{where} registered family {family.name!r} with problems: " + "; ".join(problems))
             return
         family = family.with_source(dist, version)
-        if family.name in self.families or family.name in self.clashes:
-            prev = self.families.pop(family.name, None)
-            srcs = self.clashes.setdefault(family.name, [] if prev is None else [prev.distribution])
-            srcs.append(dist)
-            self.errors.append(f"family name {family.name!r} is claimed by {' and '.join(srcs)}.")
+        if family.name in self.families:
+            self.errors.append(
+                f"{where} registered family {family.name!r}, a name {self._owner(family.name)} "
+                "registered first; the first registration is kept and this one ignored. Rename the "
+                "plugin's family, or uninstall one of the two."
+            )
             return
-        for mt in family.hf_model_types:
-            if mt in self.model_types or mt in self.clashes:
-                other = self.model_types.pop(mt, None)
-                srcs = self.clashes.setdefault(mt, [])
-                if other is not None:
-                    owner = self.families.get(other)  # gone if its own name clashed meanwhile
-                    srcs.append(f"{other} ({owner.distribution if owner else '?'})")
-                srcs.append(f"{family.name} ({dist})")
-                self.errors.append(f"model_type {mt!r} is claimed by {' and '.join(srcs)}.")
         self.families[family.name] = family
         self.plugin_of[family.name] = plugin_name
         for mt in family.hf_model_types:
-            if mt not in self.clashes:
-                self.model_types[mt] = family.name
+            if mt in self.model_types:
+                self.errors.append(
+                    f"{where} registered family {family.name!r} for model_type {mt!r}, which "
+                    f"{self.model_types[mt]!r} from {self._owner(self.model_types[mt])} serves "
+                    f"already; config.json files of that model_type keep going to "
+                    f"{self.model_types[mt]!r} (pass --family {family.name} to use the other)."
+                )
+                continue
+            self.model_types[mt] = family.name
 
     def collect(self, dists: dict[str, tuple[str, str]]) -> None:
         """Call every plugin's hook on its own, recording failures per plugin."""
-        for impl in self.pm.hook.portagpt_register_families.get_hookimpls():
+        impls = self.pm.hook.portagpt_register_families.get_hookimpls()
+        # built-ins first (a stable sort keeps registration order otherwise), so they win clashes
+        for impl in sorted(impls, key=lambda i: dists.get(i.plugin_name, ("?", ""))[0] != "portagpt"):
             name = impl.plugin_name
             dist, version = dists.get(name, ("?", ""))
 
@@ -123,11 +116,20 @@ class Registry:
 
             try:
                 impl.function(register=register)
-            except Exception as exc:  # a plugin's own bug must not take the others down
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's bug, sys.exit included, must not take the others down
                 self.errors.append(
                     f"plugin {name!r} (distribution {dist}) raised in portagpt_register_families: "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{describe_exception(exc)}"
                 )
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` for a report line (``sys.exit(code)`` spelled as such)."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r})"
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 def builtin_families() -> list[str]:
@@ -177,25 +179,36 @@ def build_registry(
             dver = ep.dist.version if ep.dist is not None else ""
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # sys.exit at import time too
                 reg.errors.append(
                     f"plugin {ep.name!r} (distribution {dist}) failed to import ({ep.value}): "
-                    f"{type(exc).__name__}: {exc}"
+                    f"{describe_exception(exc)}"
                 )
                 continue
             if pm.is_registered(plugin):
                 continue
             try:
                 pm.register(plugin, name=ep.name)
-            except Exception as exc:
-                reg.errors.append(f"plugin {ep.name!r} (distribution {dist}) could not be registered: {exc}")
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                reg.errors.append(
+                    f"plugin {ep.name!r} (distribution {dist}) could not be registered: "
+                    f"{describe_exception(exc)}"
+                )
                 continue
             dists[ep.name] = (dist, dver)
     for plugin, name, dist in extra_plugins:
         try:
             pm.register(plugin, name=name)
-        except Exception as exc:
-            reg.errors.append(f"plugin {name!r} (distribution {dist}) could not be registered: {exc}")
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            reg.errors.append(
+                f"plugin {name!r} (distribution {dist}) could not be registered: {describe_exception(exc)}"
+            )
             continue
         dists[name] = (dist, "")
     reg.collect(dists)

@@ -73,6 +73,7 @@ class Validation:
     loader: str
     layout: str
     config_source: str | None
+    notes: list[str]  # what the loader decided that the files did not say
     params: int
     dtype: str | list[str]
     device: str

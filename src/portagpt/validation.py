@@ -15,8 +15,21 @@ import sys
 import time
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UsageError
 from .results import Validation
+
+
+def check_new_tokens(n: int, config: object) -> None:
+    """Refuse ``--max-new-tokens`` past the model's context: the CLI's bound on one run's cost.
+
+    (``generate()`` in Python goes on past the context, cropping the window each step.)
+    """
+    ctx = getattr(config, "context_length", None)
+    if isinstance(ctx, int) and n > ctx:
+        raise UsageError(
+            f"--max-new-tokens {n} is more than the model's context of {ctx} tokens; ask for at "
+            f"most {ctx} (e.g. --max-new-tokens {min(ctx, 50)})."
+        )
 
 
 def current_rss() -> int | None:
@@ -94,10 +107,12 @@ def run_checks(
     verify: bool = False,
 ) -> Validation:
     """Locate, check the files, load strictly, run a forward pass and a sample; the report."""
+    from .core.generate import check_options
     from .loaders import locate_source
     from .loaders.integrity import check_files
     from .loaders.pipeline import load_located
 
+    check_options(max_new_tokens)
     rss0 = current_rss()
     t0 = time.perf_counter()
     loc = locate_source(path, repo_id=repo_id, revision=revision, family=family)
@@ -107,6 +122,7 @@ def run_checks(
     loaded = load_located(
         loc, family=family, preset=preset, config=config, dtype=dtype, device=device, loader=loader
     )
+    check_new_tokens(max_new_tokens, loaded.config)
     peak = peak_rss()
     rss1 = current_rss()
     ids, note = prompt_ids(loaded, prompt)
@@ -124,6 +140,7 @@ def run_checks(
         loader=loaded.loader,
         layout=loaded.layout,
         config_source=loaded.extras.get("config_source"),
+        notes=loaded.extras.get("notes", []),
         params=sum(p.numel() for p in model.parameters()),
         dtype=dtypes[0] if len(dtypes) == 1 else dtypes,
         device=str(next(model.parameters()).device),

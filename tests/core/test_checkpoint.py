@@ -197,11 +197,19 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch) 
     assert_same_weights(old, fresh)
 
 
-def test_crash_between_the_two_renames_is_recovered(tmp_path) -> None:
-    save_checkpoint(tmp_path / "ck", tiny_model(), family=FAMILY, meta={"step": 1})
+def test_crash_between_the_two_renames_leaves_readers_the_last_checkpoint(tmp_path) -> None:
+    old = tiny_model()
+    save_checkpoint(tmp_path / "ck", old, family=FAMILY, meta={"step": 1})
     (tmp_path / "ck").rename(tmp_path / ".ck.old")  # the instant the old one is moved aside
-    assert resolve_checkpoint(tmp_path / "ck") == tmp_path / "ck"
+    assert resolve_checkpoint(tmp_path / "ck") == tmp_path / ".ck.old"
     assert read_sidecar(tmp_path / "ck")["step"] == 1
+    fresh = tiny_model(seed=3)
+    load_weights(tmp_path / "ck", fresh)
+    assert_same_weights(old, fresh)
+    assert not (tmp_path / "ck").exists()  # readers move nothing
+    save_checkpoint(tmp_path / "ck", tiny_model(seed=4), family=FAMILY, meta={"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]  # the next save tidies up
+    assert read_sidecar(tmp_path / "ck")["step"] == 2
 
 
 def test_missing_folder_names_it_and_the_fix(tmp_path) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from ..core.cache import LayerSpec
+from ..core.checkpoint_format import config_to_dict  # noqa: F401  (re-exported)
 from .tokenizer import Tokenizer
 from .weights import WeightMap
 
@@ -110,23 +111,6 @@ class Family:
 
     def with_source(self, distribution: str, version: str) -> Family:
         return dataclasses.replace(self, distribution=distribution, version=version)
-
-
-def config_to_dict(config: Any) -> dict[str, Any]:
-    """A JSON-able dict of a dataclass config (for checkpoint sidecars)."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return _jsonable(dataclasses.asdict(config))
-    if hasattr(config, "to_dict"):
-        return _jsonable(config.to_dict())
-    return _jsonable(dict(vars(config)))
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def text_config(hf: Mapping[str, Any]) -> dict[str, Any]:

@@ -115,6 +115,34 @@ class TiktokenTokenizer(ChatTemplateMixin):
         return self.encoding.decode([int(i) for i in ids])
 
 
+def _read_tokenizer_json(path: Path) -> Any:
+    """``tokenizers.Tokenizer`` from ``path``, checked to hold a vocabulary and to encode text."""
+    from tokenizers import Tokenizer as _Tok
+
+    try:
+        tok = _Tok.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception subclass
+        detail = " ".join(str(exc).split())[:300]
+        raise TokenizerError(
+            f"{str(path)!r} is not a valid tokenizer.json ({detail}). The file is damaged or from "
+            "an incompatible tool; save the tokenizer again (tokenizer.save_pretrained(dir))."
+        ) from None
+    size = tok.get_vocab_size(with_added_tokens=True)
+    try:
+        probe = tok.encode("Hello, world! 123", add_special_tokens=False).ids
+    except Exception as exc:  # noqa: BLE001 - a broken pipeline raises anything
+        probe, size = [], -1
+        detail = f" (encoding raised {type(exc).__name__})"
+    else:
+        detail = ""
+    if size <= 0 or any(i < 0 or i >= size for i in probe):
+        raise TokenizerError(
+            f"{str(path)!r} loads but cannot tokenise text{detail}: it has {max(size, 0)} ids and "
+            f"encodes a test sentence to {probe[:8]}. The file is damaged; save the tokenizer again."
+        )
+    return tok
+
+
 class HFTokenizer(ChatTemplateMixin):
     """``tokenizers.Tokenizer`` from a checkpoint folder's tokenizer.json."""
 
@@ -145,26 +173,28 @@ class HFTokenizer(ChatTemplateMixin):
     @classmethod
     def from_folder(cls, folder: str | Path) -> HFTokenizer:
         """Read tokenizer.json (+ tokenizer_config.json, config.json, generation_config.json)."""
-        from tokenizers import Tokenizer as _Tok
-
         folder = Path(folder)
         tj = folder / "tokenizer.json"
         if not tj.is_file():
             raise TokenizerError(
                 f"No tokenizer.json in {str(folder)!r}. Save the tokenizer next to the weights "
-                "(tokenizer.save_pretrained(dir) in transformers), or pass --tokenizer-from DIR."
+                "(tokenizer.save_pretrained(dir) in transformers)."
             )
-        try:
-            tok = _Tok.from_file(str(tj))
-        except Exception as exc:  # tokenizers raises a bare Exception subclass
-            raise TokenizerError(f"{str(tj)!r} is not a valid tokenizer.json: {exc}") from None
+        tok = _read_tokenizer_json(tj)
         cfg: dict[str, Any] = {}
         tc = folder / "tokenizer_config.json"
         if tc.is_file():
             try:
                 cfg = json.loads(tc.read_text())
-            except json.JSONDecodeError as exc:
-                raise TokenizerError(f"{str(tc)!r} is not valid JSON: {exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise TokenizerError(
+                    f"{str(tc)!r} is not valid JSON ({exc}). Fix the file or save the tokenizer again."
+                ) from None
+            if not isinstance(cfg, dict):
+                raise TokenizerError(
+                    f"{str(tc)!r} must hold a JSON object, found {type(cfg).__name__}. Fix the file "
+                    "or save the tokenizer again."
+                )
 
         def token_text(key: str) -> str | None:
             v = cfg.get(key)
@@ -173,6 +203,13 @@ class HFTokenizer(ChatTemplateMixin):
             return v if isinstance(v, str) else None
 
         specials = {k: t for k in ("bos_token", "eos_token", "pad_token", "unk_token") if (t := token_text(k))}
+        unknown = [k for k in ("bos_token", "eos_token", "pad_token") if k in specials and tok.token_to_id(specials[k]) is None]
+        if unknown:
+            k = unknown[0]
+            raise TokenizerError(
+                f"{str(tc)!r} names {k} {specials[k]!r}, which {str(tj)!r} does not contain: the two "
+                "files are from different tokenizers (or one is damaged). Save the tokenizer again."
+            )
         stop_ids = stop_ids_from_configs(folder)
         eos_text = specials.get("eos_token")
         eos_id = tok.token_to_id(eos_text) if eos_text else None

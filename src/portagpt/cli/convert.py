@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..api import check_shard_size  # noqa: F401 - the --max-shard-size rule (the API's)
 from .load import add_source_args, checkpoint_path, human_bytes
 
 

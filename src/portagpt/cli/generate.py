@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from ..api import TextStream  # noqa: F401 - re-exported: the streaming decoder lives in the API
+from ..validation import check_new_tokens
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -80,17 +82,55 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.set_defaults(func=run)
 
 
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def check_args(args: argparse.Namespace) -> Any:
+    """Every flag checked before anything is loaded; returns the torch device to load onto."""
+    from ..api import check_generate_options
+    from ..loaders import parse_dtype
+    from ..loaders.pipeline import parse_device
+
+    check_generate_options(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p,
+        use_cache=not args.no_cache, compile=args.compile, seed=args.seed, threads=args.threads,
+    )  # fmt: skip
+    parse_dtype(args.dtype)
+    return parse_device(_device(args.device))
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import api
+    from ..errors import TokenizerError
+    from ..loaders import load_full
 
+    device = check_args(args)
+    loaded = load_full(
+        args.checkpoint,
+        family=args.family,
+        dtype=args.dtype,
+        device=device,
+        tokenizer=True,
+    )
+    check_new_tokens(args.max_new_tokens, loaded.config)
+    if loaded.tokenizer is None:
+        raise TokenizerError(
+            f"{args.checkpoint!r} has no tokenizer, so the prompt cannot be encoded. Save the "
+            "tokenizer next to the weights (tokenizer.save_pretrained(dir) in transformers)."
+        )
     options = dict(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
         top_p=args.top_p, min_p=args.min_p, seed=args.seed, use_cache=not args.no_cache,
-        compile=args.compile, threads=args.threads, family=args.family, dtype=args.dtype,
-        device=args.device,
+        compile=args.compile, threads=args.threads, family=loaded.family,
     )  # fmt: skip
+    model, tok = loaded.model, loaded.tokenizer
     if args.stream:
-        pieces = api.generate(args.checkpoint, None, args.prompt, stream=True, **options)
+        pieces = api.generate(model, tok, args.prompt, stream=True, **options)
         sys.stdout.write(args.prompt)
         sys.stdout.flush()
         while True:
@@ -102,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
                 break
         sys.stdout.write("\n")
     else:
-        result = api.generate(args.checkpoint, None, args.prompt, details=True, **options)
+        result = api.generate(model, tok, args.prompt, details=True, **options)
         if not args.json:
             print(args.prompt + result.text)
     print(

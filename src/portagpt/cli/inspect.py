@@ -40,8 +40,13 @@ def print_human(info: dict) -> None:
     print(f"  tensors    {info['tensors']}, {human_bytes(info['tensor_bytes'])}; dtypes {dtypes}")
     if info["metadata"]:
         print(f"  metadata   {', '.join(f'{k}={v}' for k, v in info['metadata'].items())}")
-    if info.get("family") is None:
-        print(f"  family     unknown: {info.get('error')}")
+    if "error" in info:
+        if info.get("family"):
+            print(f"  family     {info['family']} (config from {info.get('config_source')})")
+            print(f"  error      {info['error']}")
+        else:
+            print(f"  family     unknown: {info['error']}")
+        print("would not load (see above)")
         return
     print(f"  family     {info['family']} ({info['layout']} layout; config from {info['config_source']})")
     cfg = " ".join(f"{k}={v}" for k, v in info["config"].items() if not isinstance(v, (dict, list)))
@@ -58,4 +63,11 @@ def print_human(info: dict) -> None:
             print(f"  {key:<10} {', '.join(cov[key])}")
     for hint in info.get("hints", []):
         print(f"  hint       {hint}")
-    print("ok: loads as is" if info["ok"] else "would not load (see above)")
+    if info.get("tokenizer") is None:
+        print("  tokenizer  none shipped (load samples from raw ids)")
+    print(
+        "ok: loads as is (names, shapes, config and tokenizer checked; weight values are read by "
+        "`portagpt load`)"
+        if info["ok"]
+        else "would not load (see above)"
+    )

@@ -92,6 +92,8 @@ def print_human(r: dict[str, Any]) -> None:
             "  note       no config.json: what shapes cannot show (attention heads, norm eps, RoPE) "
             "comes from the preset; pass --config config.json if it differs"
         )
+    for note in r.get("notes", []):
+        print(f"  note       {note}")
     files = checks["files"]
     sizes = "sizes match headers" if all(f["size_check"].startswith("ok") for f in files) else "; ".join(
         f"{os.path.basename(f['path'])}: {f['size_check']}" for f in files if not f["size_check"].startswith("ok")

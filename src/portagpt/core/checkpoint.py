@@ -1,12 +1,14 @@
 """Training checkpoints: one self-describing folder, written atomically.
 
-Layout of a checkpoint folder::
+A training checkpoint is a checkpoint folder in portagpt's format (see
+:mod:`portagpt.core.checkpoint_format`: file names, sidecar, config dict,
+atomic writes) plus what only a trainer needs::
 
     model.safetensors    weights under the model's own (native) names; a tied
                          tensor is stored once and re-tied on load
-    portagpt.json        sidecar: format version, family, model config (dataclass
-                         dict and, when the family can express it, the HF dict),
-                         step, epoch, tokens seen, the training config
+    portagpt.json        the sidecar, with the model class, the tied pairs and
+                         the trainer's meta (step, epoch, tokens seen, the
+                         training config, the run's settings)
     config.json          the HF-style config (family.config_to_hf), when available
     training_state.pt    optimizer, scheduler, RNG and data-order state, history;
                          plain tensors and containers only, read with
@@ -14,11 +16,12 @@ Layout of a checkpoint folder::
     tokenizer.json, ...  the files of the tokenizer the run trained with, when
                          it came from a checkpoint (``extra_files``)
 
-Writes go to a hidden temporary folder beside the target, which replaces the
-target only once every file is complete and flushed; the previous checkpoint
-is kept as ``.<name>.old`` for the instant between the two renames, and
-:func:`resolve_checkpoint` restores it if a crash hits exactly then. A crash at
-any other moment leaves either the old checkpoint or the new one, never half.
+:func:`save_checkpoint` builds the folder beside the target and swaps it in
+only when every file is complete and flushed; readers go through
+:func:`resolve_checkpoint`, which falls back to the previous checkpoint
+(``.<name>.old``) when a crash fell between the swap's two renames. A crash at
+any other moment leaves either the old checkpoint or the new one, never half;
+a full disk leaves the old one and says how much space the new one needs.
 
 Names are the unwrapped model's: ``torch.compile``'s ``_orig_mod.`` and DDP's
 ``module.`` prefixes never reach the file.
@@ -27,11 +30,7 @@ Names are the unwrapped model's: ``torch.compile``'s ``_orig_mod.`` and DDP's
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +38,34 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, WeightMismatchError
+from .checkpoint_format import (
+    FORMAT_VERSION,
+    HF_CONFIG_FILE,
+    SIDECAR_FILE,
+    STATE_FILE,
+    TIED_KEY,
+    WEIGHTS_FILE,
+    atomic_folder,
+    config_from_dict,
+    config_to_dict,
+    live_folder,
+    sidecar,
+    tensor_bytes,
+    to_jsonable,
+    weights_metadata,
+    writing,
+)
 
-FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-SIDECAR_FILE = "portagpt.json"
-HF_CONFIG_FILE = "config.json"
-STATE_FILE = "training_state.pt"
+__all__ = [
+    "FORMAT_VERSION", "HF_CONFIG_FILE", "SIDECAR_FILE", "STATE_FILE", "WEIGHTS_FILE",
+    "TRAINING_STATE_KEYS", "config_dict", "config_from_dict", "hf_config", "load_training_state",
+    "load_weights", "read_sidecar", "resolve_checkpoint", "save_checkpoint", "unwrap_model",
+    "weights_to_save",
+]  # fmt: skip
 WRAPPER_PREFIXES = ("_orig_mod.", "module.")
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "global_step", "epoch", "batch_in_epoch",
+                       "tokens_seen", "rng", "history")  # fmt: skip
+ExtraFile = str | Path | tuple[str, bytes]
 
 
 # ---- model state -------------------------------------------------------------
@@ -138,7 +158,7 @@ def load_weights(folder: str | Path, model: nn.Module) -> None:
         ) from None
     target = unwrap_model(model)
     expected = {strip_wrapper_prefixes(k): v for k, v in target.state_dict().items()}
-    tied = json.loads(tied_meta.get("portagpt_tied", "{}"))
+    tied = json.loads(tied_meta.get(TIED_KEY, "{}"))
     missing = sorted(set(expected) - set(tensors) - set(tied))
     unexpected = sorted(set(tensors) - set(expected))
     wrong = sorted(
@@ -186,53 +206,9 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
 # ---- configs -----------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, torch.dtype):
-        return str(value).removeprefix("torch.")
-    return value
-
-
 def config_dict(config: Any) -> dict[str, Any] | None:
-    """A JSON-able dict of a model config (dataclass, ``to_dict()`` or plain object)."""
-    if config is None:
-        return None
-    if is_dataclass(config) and not isinstance(config, type):
-        return _jsonable(config)
-    if hasattr(config, "to_dict"):
-        return _jsonable(config.to_dict())
-    return _jsonable(dict(vars(config)))
-
-
-def config_from_dict(template: Any, data: Mapping[str, Any]) -> Any:
-    """Rebuild a dataclass config like ``template`` from :func:`config_dict`'s output.
-
-    JSON turns tuples into lists; fields whose template value is a tuple get a tuple back.
-    """
-    if not (is_dataclass(template) and not isinstance(template, type)):
-        raise ConfigError(
-            f"Cannot rebuild a {type(template).__name__} config from a dict (not a dataclass)."
-        )
-    names = {f.name for f in fields(template) if f.init}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(
-            f"The checkpoint's config has fields {', '.join(unknown)} that {type(template).__name__} "
-            "does not know; it was saved by another version of the family. Use a matching portagpt."
-        )
-    values = {}
-    for k, v in data.items():
-        if isinstance(v, list) and isinstance(getattr(template, k), tuple):
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        values[k] = v
-    return replace(template, **values)
+    """A JSON-able dict of a model config (:func:`~.checkpoint_format.config_to_dict`), or None."""
+    return None if config is None else config_to_dict(config)
 
 
 def hf_config(family: Any, config: Any) -> dict[str, Any] | None:
@@ -248,28 +224,6 @@ def hf_config(family: Any, config: Any) -> dict[str, Any] | None:
 # ---- writing -----------------------------------------------------------------
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported on every platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
-
 def save_checkpoint(
     folder: str | Path,
     model: nn.Module,
@@ -279,7 +233,7 @@ def save_checkpoint(
     meta: Mapping[str, Any] | None = None,
     training_state: Mapping[str, Any] | None = None,
     weights: Mapping[str, torch.Tensor] | None = None,
-    extra_files: Iterable[str | Path] = (),
+    extra_files: Iterable[ExtraFile] = (),
 ) -> Path:
     """Write a checkpoint folder atomically (see the module docstring); returns its path.
 
@@ -288,13 +242,12 @@ def save_checkpoint(
     tokens seen, train config, ...) goes into the sidecar; ``training_state``
     (tensors, numbers, strings, lists, dicts) into ``training_state.pt``.
     ``weights`` replaces the model's state dict; ``extra_files`` (e.g. the
-    tokenizer's files) are copied into the folder under their own names.
+    tokenizer's files: paths, or ``(name, bytes)`` read beforehand) are written
+    into the folder under their own names.
     """
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(folder)
     if model_config is None:
         model_config = getattr(unwrap_model(model), "config", None)
     tied = (
@@ -304,81 +257,65 @@ def save_checkpoint(
     )
     tensors, dropped = weights_to_save(model, tied, weights)
     hf = hf_config(family, model_config)
-    sidecar = {
-        "format_version": FORMAT_VERSION,
-        "family": getattr(family, "name", None),
-        "model_class": f"{type(unwrap_model(model)).__module__}.{type(unwrap_model(model)).__qualname__}",
-        "config": config_dict(model_config),
-        "hf_config": hf,
-        "tied_weights": dropped,
+    target = unwrap_model(model)
+    side = sidecar(
+        getattr(family, "name", None),
+        model_config,
+        model_class=f"{type(target).__module__}.{type(target).__qualname__}",
+        hf_config=hf,
+        tied_weights=dropped,
         **(meta or {}),
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        save_file(
-            tensors,
-            str(tmp / WEIGHTS_FILE),
-            metadata={"format": "pt", "portagpt_tied": json.dumps(dropped)},
-        )
-        _write_json(tmp / SIDECAR_FILE, sidecar)
+    )
+    metadata = {"format": "pt", **weights_metadata("native", getattr(family, "name", None))}
+    needed = tensor_bytes(tensors) + tensor_bytes(training_state or {})
+    hint = (
+        f"The previous checkpoint in {str(folder)!r}, if there was one, is intact; free some "
+        "space (or raise the limit), then continue it with --resume."
+    )
+    with atomic_folder(folder, replace=True, needed=needed, hint=hint) as tmp:
+        metadata[TIED_KEY] = json.dumps(dropped)
+        with writing(tmp / WEIGHTS_FILE) as path:
+            save_file(tensors, str(path), metadata=metadata)
+        _write_json(tmp / SIDECAR_FILE, side)
         if hf is not None:
             _write_json(tmp / HF_CONFIG_FILE, hf)
         if training_state is not None:
-            torch.save(dict(training_state), tmp / STATE_FILE)
-        for extra in map(Path, extra_files):
-            if extra.name not in (WEIGHTS_FILE, SIDECAR_FILE, HF_CONFIG_FILE, STATE_FILE):
-                shutil.copyfile(extra, tmp / extra.name)
-        for path in tmp.iterdir():
-            _fsync_file(path)
-        _fsync_dir(tmp)
-        _swap_in(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            with writing(tmp / STATE_FILE) as path, open(path, "wb") as f:
+                torch.save(dict(training_state), f)  # to a file object: errors keep their errno
+        _write_extras(tmp, extra_files)
     return folder
 
 
-def _backup_path(folder: Path) -> Path:
-    return folder.parent / f".{folder.name}.old"
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(to_jsonable(data), indent=2) + "\n", encoding="utf-8")
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
-    """Replace ``folder`` by ``tmp``; the old one survives as ``.<name>.old`` until the new one is in."""
-    backup = _backup_path(folder)
-    if folder.exists():
-        if backup.exists():
-            shutil.rmtree(backup)
-        os.replace(folder, backup)
-    os.replace(tmp, folder)
-    _fsync_dir(folder.parent)
-    if backup.exists():
-        shutil.rmtree(backup, ignore_errors=True)
-
-
-def _remove_stale_temps(folder: Path) -> None:
-    """Temporary folders a crashed save left behind (they never hold the live checkpoint)."""
-    if not folder.parent.is_dir():
-        return
-    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+def _write_extras(tmp: Path, extra_files: Iterable[ExtraFile]) -> None:
+    own = (WEIGHTS_FILE, SIDECAR_FILE, HF_CONFIG_FILE, STATE_FILE)
+    for extra in extra_files:
+        if isinstance(extra, tuple):
+            name, data = extra
+            if name not in own:
+                (tmp / name).write_bytes(data)
+        elif Path(extra).name not in own:
+            (tmp / Path(extra).name).write_bytes(Path(extra).read_bytes())
 
 
 # ---- reading -----------------------------------------------------------------
 
 
 def resolve_checkpoint(folder: str | Path) -> Path:
-    """The checkpoint folder, restored from its ``.old`` backup if a save crashed mid-swap."""
+    """The last complete checkpoint at ``folder``: the folder, or its ``.old`` backup after a
+    crash between the swap's two renames (read-only: nothing is moved)."""
     folder = Path(folder)
-    backup = _backup_path(folder)
-    if not folder.exists() and backup.is_dir():
-        os.replace(backup, folder)
-    if not folder.is_dir():
+    live = live_folder(folder)
+    if live is None:
         raise CheckpointNotFoundError(
             f"No checkpoint folder at {str(folder)!r}. Train without --resume first (it writes "
             "one at the end of every epoch), or pass the folder that holds model.safetensors and "
             "portagpt.json."
         )
-    return folder
+    return live
 
 
 def _require(folder: Path, name: str) -> Path:
@@ -415,19 +352,30 @@ def read_sidecar(folder: str | Path) -> dict[str, Any]:
 def load_training_state(
     folder: str | Path, map_location: str | torch.device = "cpu"
 ) -> dict[str, Any]:
-    """``training_state.pt``, read with ``weights_only=True`` (no arbitrary pickles)."""
+    """``training_state.pt``, read with ``weights_only=True`` (no arbitrary pickles).
+
+    Every key a resume needs (:data:`TRAINING_STATE_KEYS`) must be there.
+    """
     folder = resolve_checkpoint(folder)
     path = _require(folder, STATE_FILE)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, ...: all mean "unusable"
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointError(
-            f"{str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "it is truncated, corrupt, or not written by portagpt. Resume from another "
-            "checkpoint, or train afresh."
+            f"{str(path)!r} cannot be read ({type(exc).__name__}: {first}); it is truncated, "
+            "corrupt, or not written by portagpt. Resume from another checkpoint, or train afresh."
         ) from None
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{str(path)!r} holds a {type(state).__name__}, not portagpt's training state dict."
+        )
+    missing = [k for k in TRAINING_STATE_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{str(path)!r} has no {', '.join(repr(k) for k in missing)} entry (it holds "
+            f"{', '.join(sorted(map(str, state))) or 'nothing'}), so the run cannot continue "
+            "exactly where it stopped. Resume from a complete checkpoint, or start a new run from "
+            f"its weights: portagpt train --checkpoint {str(folder)!r} --out NEW_DIR."
         )
     return state

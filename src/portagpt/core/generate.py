@@ -45,6 +45,7 @@ the same call give the same ids.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import CompileError, UsageError
+from ..errors import CompileError, NonFiniteError, UsageError
 from .cache import KVCache, make_cache
 from .threads import Threads
 
@@ -97,10 +98,10 @@ def check_options(
             f"max_new_tokens (--max-new-tokens) must be a whole number >= 1, got {max_new_tokens!r}; "
             "ask for at least one new token, e.g. --max-new-tokens 50."
         )
-    if not temperature >= 0:  # also catches NaN
+    if not 0 <= temperature < float("inf"):  # also catches NaN
         raise UsageError(
-            f"temperature (--temperature) must be >= 0, got {temperature!r}; use 0 for greedy "
-            "decoding or a positive value such as 0.8 to sample."
+            f"temperature (--temperature) must be a finite number >= 0, got {temperature!r}; use 0 "
+            "for greedy decoding or a positive value such as 0.8 to sample."
         )
     if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
         raise UsageError(
@@ -160,7 +161,10 @@ def next_token(
     """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shift so each row's largest logit is 0 before dividing: the same distribution, but a tiny
+    # temperature sends the others to -inf instead of overflowing the top one to inf (NaN)
+    logits = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
@@ -235,10 +239,12 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     """Threads for each generation step: ``threads`` if given; on CPU one for a small model;
     else None (torch's setting)."""
     if threads is not None:
-        if not isinstance(threads, int) or threads < 1:
+        cores = os.cpu_count() or 1
+        if not isinstance(threads, int) or not 1 <= threads <= cores:
             raise UsageError(
-                f"threads (--threads) must be a whole number >= 1, got {threads!r}; leave it "
-                "out to let portagpt choose (one thread for small models on CPU)."
+                f"threads (--threads) must be a whole number from 1 to this machine's {cores} "
+                f"CPU cores, got {threads!r}; leave it out to let portagpt choose (one thread for "
+                "small models on CPU)."
             )
         return threads
     if device.type == "cpu" and _weight_bytes(model) < SMALL_MODEL_BYTES:
@@ -311,10 +317,13 @@ class _Run:
         self.B, self.P, self.ctx = B, P, context_length
         self.pad = pad_token_id
         total = P + max_new_tokens
+        self.total = total
         # what the model is fed: padding slots hold id 0 (masked out), never pad_token_id,
-        # which may be any sentinel (it is only what finished rows report)
-        self.seq = torch.zeros((B, total), dtype=torch.long, device=device)
-        self.real = torch.ones((B, total), dtype=torch.bool, device=device)
+        # which may be any sentinel (it is only what finished rows report). The buffer grows
+        # with the tokens made (see _room), so a huge max_new_tokens costs nothing up front.
+        size = min(total, P + max(64, context_length))
+        self.seq = torch.zeros((B, size), dtype=torch.long, device=device)
+        self.real = torch.ones((B, size), dtype=torch.bool, device=device)
         for r, ids in enumerate(rows):
             self.seq[r, P - len(ids) : P] = torch.tensor(ids, dtype=torch.long)
             self.real[r, : P - len(ids)] = False
@@ -370,6 +379,7 @@ class _Run:
     @torch.inference_mode()
     def take(self, t: int, nxt: torch.Tensor) -> torch.Tensor:
         """Record step ``t``'s (B,) picks; returns them with finished rows (just now too) as pad."""
+        self._room(self.P + t + 1)
         self.seq[:, self.P + t] = nxt  # finished rows keep being fed real ids; nobody reads them
         if self.stops is None:
             return nxt
@@ -378,12 +388,35 @@ class _Run:
         self.finished |= hit
         return torch.where(self.finished, self.pad, nxt)
 
+    def _room(self, n: int) -> None:
+        """Grow the buffers (doubling, at most to P + max_new_tokens) to hold ``n`` positions."""
+        have = self.seq.shape[1]
+        if n <= have:
+            return
+        size = min(self.total, max(n, 2 * have))
+        B = self.seq.shape[0]
+        self.seq = torch.cat([self.seq, self.seq.new_zeros((B, size - have))], dim=1)
+        self.real = torch.cat([self.real, self.real.new_ones((B, size - have))], dim=1)
+
     def all_finished(self) -> bool:
         return self.stops is not None and bool(self.finished.all())
 
     def new_ids(self) -> list[list[int]]:
         counts = self.n_new.tolist()
         return [self.seq[r, self.P : self.P + n].tolist() for r, n in enumerate(counts)]
+
+
+def check_finite(logits: torch.Tensor, t: int, finished: torch.Tensor) -> None:
+    """Raise NonFiniteError when a row still generating has a NaN or infinite logit at step ``t``."""
+    bad = ~torch.isfinite(logits).all(dim=-1) & ~finished
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten().tolist()
+        raise NonFiniteError(
+            f"Generation step {t} (new token {t + 1}) produced non-finite logits (NaN or inf) for "
+            f"{'row' if len(rows) == 1 else 'rows'} {', '.join(map(str, rows[:8]))}: the weights "
+            "hold NaN/inf values or overflow this dtype. Check them with `portagpt load` (its "
+            "forward check), or try --dtype float32."
+        )
 
 
 def _is_compile_error(exc: Exception) -> bool:
@@ -460,7 +493,9 @@ def stream(
         run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops, compile)
         for t in range(max_new_tokens):
             with torch.inference_mode(), n_threads:
-                nxt = next_token(run.logits(t), temperature, top_k, top_p, min_p, generator)
+                logits = run.logits(t)
+                check_finite(logits, t, run.finished)
+                nxt = next_token(logits, temperature, top_k, top_p, min_p, generator)
                 nxt = run.take(t, nxt)
             if run.B == 1:
                 if not run.all_finished():

@@ -15,9 +15,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch stays unimported until a run is made (`portagpt --help` is fast)
     from .train import TrainHistory
 
-# names in the run folder (core.train writes them)
-CHECKPOINT_DIR, METRICS_FILE, PLOT_STEM = "checkpoint", "metrics.jsonl", "loss"
-
 
 @dataclass
 class Run:
@@ -37,14 +34,20 @@ class Run:
     @property
     def checkpoint(self) -> Path:
         """The checkpoint folder (``portagpt.load`` / ``--resume`` read it)."""
+        from .run_folder import CHECKPOINT_DIR
+
         return self.out / CHECKPOINT_DIR
 
     @property
     def metrics(self) -> Path:
+        from .train import METRICS_FILE
+
         return self.out / METRICS_FILE
 
     @property
     def plot_paths(self) -> list[Path]:
+        from .train import PLOT_STEM
+
         return [(self.out / PLOT_STEM).with_suffix(s) for s in (".png", ".pdf")]
 
     @property

@@ -11,14 +11,15 @@ data loaders, and the checks on all of them (the value tables of
 model's context length, the tokenizer's ids against the vocabulary, a resumed
 run's sharding and process count, the run folder). :func:`execute` then builds
 (or takes) the model, wraps it in a fixed order (activation checkpointing,
-then DDP/FSDP2, then ``torch.compile``), writes ``run.json`` and trains,
-returning a :class:`~portagpt.core.results.Run`.
+then DDP/FSDP2, then ``torch.compile``), locks and prepares the run folder
+(:mod:`~portagpt.core.run_folder`: one writer, nothing lost) and trains (the
+trainer writes ``run.json`` once a resume is accepted), returning a
+:class:`~portagpt.core.results.Run`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,10 +35,8 @@ from .run_settings import (
     RUN_KEYS,
     TrainOptions,
     check_dtype,
-    check_out_dir,
     check_resume_layout,
     check_settings,
-    clear_artifacts,
     parallel_backend,
     resolve_device,
     saved_settings,
@@ -190,6 +189,7 @@ def _start(o: TrainOptions, info: Any) -> _Start:
     """The family, run folder and settings; a resumed run's family is its checkpoint's."""
     from ..registry import get_family
     from .checkpoint import read_sidecar
+    from .run_folder import lock_run_folder, run_family
 
     loaded = load_start(o) if (o.checkpoint or o.repo_id) else None
     sidecar: dict[str, Any] = {}
@@ -197,15 +197,14 @@ def _start(o: TrainOptions, info: Any) -> _Start:
         family = loaded.family
         name = Path(str(o.repo_id or o.checkpoint).rstrip("/")).name or "checkpoint"
     else:
-        family_name = o.family
-        if o.resume and o.out and not o.family:  # the run's own family, not the default
-            sidecar = read_sidecar(Path(o.out) / CHECKPOINT_DIR)
-            family_name = sidecar.get("family")
-        family = get_family(family_name or DEFAULT_FAMILY)
+        resumed = run_family(o.out) if o.resume else None  # --resume: the run's own family
+        family = get_family(o.family or resumed or DEFAULT_FAMILY)
         name = o.preset or DEFAULTS["preset"]
     out = Path(o.out) if o.out else Path("runs") / f"{family.name}-{name}"
     if o.resume:
-        sidecar = sidecar or read_sidecar(out / CHECKPOINT_DIR)
+        if info.is_main and out.is_dir():
+            lock_run_folder(out)  # before reading: no other writer may swap it meanwhile
+        sidecar = read_sidecar(out / CHECKPOINT_DIR)
         if sidecar.get("family") not in (None, family.name):
             raise UsageError(
                 f"The checkpoint in {str(out / CHECKPOINT_DIR)!r} is of family "
@@ -252,6 +251,7 @@ def plan_training(options: TrainOptions, info: Any = None) -> TrainingPlan:
     """Decide and check everything about a run; raises a PortagptError before writing anything."""
     from . import distributed as dist
     from .data import build_loaders
+    from .run_folder import check_new_run
 
     o = dataclasses.replace(options)
     info = info if info is not None else dist.launch_info()
@@ -278,7 +278,8 @@ def plan_training(options: TrainOptions, info: Any = None) -> TrainingPlan:
         s["stride"] = s["context_length"]
     check_settings({**s, "threads": o.threads}, model_ctx)
     train_cfg = train_config_of(s)
-    check_out_dir(st.out, o.resume, o.overwrite)
+    if not o.resume:
+        check_new_run(st.out, o.overwrite)  # checked again under the run folder's lock
 
     # data (every DataError is raised here, before anything is written)
     splits = build_loaders(
@@ -390,6 +391,7 @@ def execute(plan: TrainingPlan, log: Callable[[str], None] | None = print) -> An
     from . import distributed as dist
     from .checkpoint import unwrap_model
     from .results import Run
+    from .run_folder import start_run_folder
     from .train import Trainer
 
     o, info, s = plan.options, plan.info, plan.settings
@@ -402,12 +404,8 @@ def execute(plan: TrainingPlan, log: Callable[[str], None] | None = print) -> An
     model, ddp = _wrap(plan, model)
     out = plan.out
     if info.is_main:
-        if o.overwrite and not o.resume:
-            clear_artifacts(out)
-        out.mkdir(parents=True, exist_ok=True)
+        start_run_folder(out, resume=o.resume, overwrite=o.overwrite)  # run.json: the trainer's
     dist.barrier()
-    if info.is_main:
-        (out / "run.json").write_text(json.dumps(plan.run_info, indent=2) + "\n", encoding="utf-8")
     train_ds, val_ds = plan.splits.train_loader.dataset, plan.splits.val_loader.dataset
     common: dict[str, Any] = dict(
         tokenizer=plan.tokenizer, out_dir=out, device=plan.device, family=plan.family,
@@ -437,8 +435,11 @@ def run_training(options: TrainOptions, log: Callable[[str], None] | None = prin
     """Plan, then execute (under torchrun: in this process's group, torn down at the end)."""
     from . import distributed as dist
 
+    from .run_folder import release_run_folders
+
     info = dist.launch_info()
     try:
         return execute(plan_training(options, info), log=log)
     finally:
+        release_run_folders()
         dist.destroy_process_group()

@@ -4,13 +4,12 @@
 out). A setting is the option if given, else the resumed run's value, else
 :data:`DEFAULTS`. The value checks are tables: :data:`SETTING_RULES` here for
 the data settings, :data:`~portagpt.core.train.CONFIG_RULES` for the trainer's
-hyper-parameters; the rest (device, dtype, sharding, run folder) are the small
-functions below. :mod:`portagpt.core.run` plans and executes a run with them.
+hyper-parameters; the rest (device, dtype, sharding) are the small functions below;
+the run folder's rules are :mod:`portagpt.core.run_folder`'s. :mod:`portagpt.core.run` plans and executes a run with them.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +50,6 @@ DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_CONTEXT_CAP = 256
 RUN_KEYS = ("preset", "data", "batch_size", "context_length", "stride", "train_ratio", "seed")
-ARTIFACTS = ("loss.png", "loss.pdf", "metrics.jsonl", "samples.txt", "run.json", "checkpoint")
 DTYPE_NAMES = {"float32": "float32", "fp32": "float32", "off": "float32",
                "bfloat16": "bfloat16", "bf16": "bfloat16"}  # fmt: skip
 # DEFAULTS' key -> the TrainConfig field a checkpoint stores it under
@@ -241,24 +239,3 @@ def parallel_backend(o: TrainOptions, device: Any, info: Any) -> str | None:
     if info.distributed or o.backend:
         return resolve_backend(o.backend, device)
     return None
-
-
-def check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder (--overwrite replaces only our own files)."""
-    if resume:
-        return
-    found = [name for name in ARTIFACTS if (out / name).exists()]
-    if found and not overwrite:
-        raise UsageError(
-            f"The run folder {str(out)!r} already holds an earlier run ({', '.join(found)}). "
-            "Pass --resume to continue it, --overwrite to replace it, or --out NEW_DIR for a new run."
-        )
-
-
-def clear_artifacts(out: Path) -> None:
-    for name in ARTIFACTS:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()

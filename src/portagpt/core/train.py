@@ -60,9 +60,12 @@ from torch.utils.data import DataLoader
 
 from ..errors import UsageError
 from .checkpoint import load_training_state, load_weights, save_checkpoint, unwrap_model
-from .results import CHECKPOINT_DIR, METRICS_FILE, PLOT_STEM
+from .checkpoint_format import atomic_write_bytes
 from .rules import Rule, check_rules, finite, one_of, whole
+from .run_folder import CHECKPOINT_DIR, run_folder_lock, write_run_info
 
+METRICS_FILE = "metrics.jsonl"
+PLOT_STEM = "loss"
 SAMPLES_FILE = "samples.txt"
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
@@ -361,6 +364,8 @@ class Trainer:
         self._bar: Any = None
         self.run_info = dict(run_info or {})  # goes into the checkpoint sidecar as "run"
         self.checkpoint_files = [Path(p) for p in checkpoint_files]  # copied into each checkpoint
+        # read whole now: the source may be the very checkpoint this run replaces
+        self._checkpoint_blobs = [(p.name, p.read_bytes()) for p in self.checkpoint_files]
         if len(train_loader) == 0:
             raise UsageError(
                 "The training loader yields no batches; give it more data or a smaller batch size."
@@ -536,13 +541,16 @@ class Trainer:
         if self._writes():
             # one line per epoch, as chapter 5 prints it (metrics.jsonl keeps the exact text)
             lines = [f"Epoch {i + 1}: {flat(s)}" for i, s in enumerate(self.history.samples)]
-            (self.out_dir / SAMPLES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            text = "\n".join(lines) + "\n"
+            atomic_write_bytes(self.out_dir / SAMPLES_FILE, text.encode("utf-8"))
 
     def _start_files(self, resumed: bool) -> None:
-        """Fresh run: empty metrics. Resumed: drop records past the checkpoint (a crash's tail)."""
+        """``run.json`` (with ``run_info``); metrics: empty for a fresh run, a resumed one drops the
+        records past its checkpoint (a crash's tail). Each file is replaced atomically."""
         if not self._writes():
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.run_info:
+            write_run_info(self.out_dir, self.run_info)
         path = self.out_dir / METRICS_FILE
         kept: list[str] = []
         if resumed and path.is_file():
@@ -552,7 +560,7 @@ class Trainer:
                         kept.append(line)
                 except json.JSONDecodeError:
                     continue
-        path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode("utf-8"))
         if resumed:
             self._write_samples()
 
@@ -622,7 +630,7 @@ class Trainer:
             meta=meta,
             training_state=self.state_dict(),
             weights=self.model_state(),
-            extra_files=self.checkpoint_files,
+            extra_files=self._checkpoint_blobs,
         )
 
     def load_checkpoint(self, folder: str | Path) -> None:
@@ -661,7 +669,18 @@ class Trainer:
         return it
 
     def fit(self, resume_from: str | Path | None = None) -> TrainHistory:
-        """Train ``config.epochs`` epochs in all (resuming counts the ones already done)."""
+        """Train ``config.epochs`` epochs in all (resuming counts the ones already done).
+
+        With an ``out_dir``, the run folder is locked for the whole run (one
+        writer, see :mod:`portagpt.core.run_folder`); ``run.json`` is written
+        only once a resume has been accepted.
+        """
+        if not self._writes():
+            return self._fit(resume_from)
+        with run_folder_lock(self.out_dir):
+            return self._fit(resume_from)
+
+    def _fit(self, resume_from: str | Path | None) -> TrainHistory:
         cfg = self.config
         if resume_from is not None:
             self.load_checkpoint(resume_from)

@@ -37,11 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from ..adapters.family import Family
+from ..core.checkpoint_format import FAMILY_KEY, SIDECAR_FILE, config_from_dict
 from ..errors import ConfigError, UnknownFamilyError
 from .checks import Report
+from .config_values import check_config, check_hf
 
-SIDECAR = "portagpt.json"
-FAMILY_KEY = "portagpt_family"
+SIDECAR = SIDECAR_FILE
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
@@ -53,6 +54,7 @@ class ConfigChoice:
     config: Any
     source: str  # "config.json", "portagpt.json", "--config PATH", "preset NAME", ...
     changes: list[str] = field(default_factory=list)  # fields adjusted from the preset
+    notes: list[str] = field(default_factory=list)  # what the loader decided that the user should know
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -85,6 +87,7 @@ def family_from_hf(
 
     if isinstance(family, Family):
         return family
+    check_hf(hf_config, where)
     mt = hf_config.get("model_type")
     if family:
         fam = get_family(family)
@@ -105,9 +108,14 @@ def family_from_hf(
 
 
 def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any:
-    """The family's config from a config.json dict, with a one-paragraph error when it does not fit."""
+    """The family's config from a config.json dict, with a one-paragraph error when it does not fit.
+
+    Every value is checked (type, range) before the family sees it, and the
+    family's config object after (``config_values.py``).
+    """
+    check_hf(hf_config, where)
     try:
-        return fam.config_from_hf(hf_config)
+        cfg = fam.config_from_hf(hf_config)
     except ConfigError as exc:
         if where in str(exc):
             raise
@@ -117,30 +125,8 @@ def config_from_hf(fam: Family, hf_config: Mapping[str, Any], where: str) -> Any
             f"{where} cannot be read as a {fam.name} config: {type(exc).__name__}: {exc}. Check that "
             f"it belongs to a {fam.name} checkpoint."
         ) from None
-
-
-def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
-    """Rebuild a dataclass config from ``config_to_dict`` output (nested dataclasses included)."""
-    if not dataclasses.is_dataclass(cls):
-        return cls(**data)
-    try:
-        hints = typing.get_type_hints(cls)
-    except Exception:  # unresolvable annotations: no nesting
-        hints = {}
-    kwargs: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data or not f.init:
-            continue
-        value = data[f.name]
-        hint = hints.get(f.name)
-        options = typing.get_args(hint) or ((hint,) if hint is not None else ())
-        inner = next((t for t in options if isinstance(t, type) and dataclasses.is_dataclass(t)), None)
-        if inner is not None and isinstance(value, Mapping):
-            value = config_from_dict(inner, value)
-        elif isinstance(value, list) and isinstance(f.default, tuple):
-            value = tuple(value)
-        kwargs[f.name] = value
-    return cls(**kwargs)
+    check_config(cfg, where)
+    return cfg
 
 
 def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> Any:
@@ -150,15 +136,9 @@ def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> 
             f"{where} has no config.json and its {SIDECAR} has no 'config' object; the checkpoint "
             "cannot be rebuilt. Pass --config config.json, or --family with --preset."
         )
-    try:
-        return config_from_dict(type(fam.smoke_config), data)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(
-            f"The 'config' in {where}'s {SIDECAR} does not fit a {fam.name} config: {exc}. Fix the "
-            "file or pass --config config.json."
-        ) from None
+    cfg = config_from_dict(type(fam.smoke_config), data, f"{where}'s {SIDECAR}")
+    check_config(cfg, f"{where}'s {SIDECAR}")
+    return cfg
 
 
 def name_patterns(names: typing.Iterable[str]) -> set[str]:
@@ -180,7 +160,7 @@ def detect_family(names: list[str], where: str) -> Family:
                 model = fam.build_model(fam.smoke_config)
             native = name_patterns(model.state_dict())
             wmap = fam.weight_map(fam.smoke_config)
-        except Exception:  # a broken plugin must not stop detection for the others
+        except (Exception, SystemExit):  # a broken plugin must not stop detection for the others
             continue
         plan = wmap.plan_to_native(canon)
         dropped = name_patterns(n for s in plan.steps if not s.native for n in s.hf)
@@ -334,6 +314,7 @@ def choose(
         if isinstance(config, Mapping):
             fam = family_from_hf(config, fam_arg, "the config dict")
             return ConfigChoice(fam, config_from_hf(fam, config, "the config dict"), "config dict")
+        check_config(config, "the config object")
         return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
     config_json = loc.folder / "config.json"
     if preset is None and config_json.is_file():

@@ -4,8 +4,11 @@ Safetensors files are read up to their headers; a ``.pth`` is memory-mapped,
 so unpickling it reads names, shapes and dtypes but no tensor data. The
 family and config are decided as a load would, and the weight map's coverage
 is reported: the share of checkpoint tensors the map accounts for, and what
-the model expects that the checkpoint lacks. When the family or config cannot
-be decided the tensor summary is still given, with the reason.
+the model expects that the checkpoint lacks. The checks are those ``load``
+runs before it reads a weight (headers, config values, config against the
+tensor names, the strict name/shape check, the tokenizer files), so ``ok``
+here means ``load`` gets as far as reading the weights. When a check fails
+the tensor summary is still given, with the reason.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from .pipeline import (
     FAMILY_KEY,
     FORMAT_KEY,
     FORMAT_VERSION_KEY,
+    check_config_fits,
+    load_tokenizer_for,
     prepare,
     read_sidecar,
     strip_prefixes,
@@ -55,18 +60,23 @@ def describe(
         "metadata": {k: v for k, v in meta.items() if k in (FORMAT_KEY, FAMILY_KEY, FORMAT_VERSION_KEY, "format")},
         "wrapped_names": sum(1 for o, c in strip_prefixes(list(infos)).items() if o != c),
     }
-    try:
+    try:  # the checks `portagpt load` runs before reading a weight, in the same order
         sidecar = read_sidecar(loc.folder)
         choice = choose(loc, source, family=family, preset=preset, config=config, sidecar=sidecar)
+        out.update(family=choice.family.name, config_source=choice.source)
+        check_config_fits(loc, source, choice)
         prep = prepare(source, choice.family, choice.config, sidecar=sidecar)
+        tok = load_tokenizer_for(choice.family, loc.folder, choice.config, "auto")
     except PortagptError as exc:
-        out.update(family=None, error=str(exc))
+        out.update(ok=False, error=str(exc))
+        out.setdefault("family", None)
         return out
     rep = prep.report
     params = sum(t.numel() for t in prep.model.parameters())
     out.update(
         family=choice.family.name,
         config_source=choice.source,
+        tokenizer=None if tok is None else type(tok).__name__,
         config=config_to_dict(choice.config),
         layout=prep.layout,
         parameters=params,

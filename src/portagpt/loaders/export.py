@@ -13,17 +13,17 @@ with a ``model.safetensors.index.json``) plus config files:
 
 Every file carries ``format``/``portagpt_format``/``portagpt_family``/
 ``portagpt_format_version`` in its safetensors metadata, so a converted file
-is never converted into the layout it already has. Output is written to a
-temporary folder next to ``out`` and renamed into place at the end, so an
-error leaves nothing half-written. Tokenizer files are copied along.
+is never converted into the layout it already has. File names, the sidecar
+and the config dict are :mod:`portagpt.core.checkpoint_format`'s. Output is
+written to a temporary folder next to ``out`` and renamed into place at the
+end (:func:`~portagpt.core.checkpoint_format.atomic_folder`), so an error, a
+full disk included, leaves nothing half-written. Tokenizer files are copied along.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,15 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.family import Family, config_to_dict
+from ..adapters.family import Family
 from ..adapters.weights import WeightMap
+from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
-from .configs import SIDECAR, family_of_config
+from .configs import family_of_config
 from .pipeline import (
-    FAMILY_KEY,
     FORMAT_KEY,
-    FORMAT_VERSION,
-    FORMAT_VERSION_KEY,
     Prepared,
     Source,
     _own,
@@ -70,23 +68,16 @@ TOKENIZER_FILES = (
 
 
 @contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out``, renamed to ``out`` only if the block succeeds."""
+def atomic_folder(out: Path, needed: int | None = None) -> Iterator[Path]:
+    """A temporary folder beside the new folder ``out``, renamed to ``out`` only if the block succeeds."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(
             f"{str(out)!r} already exists and is not an empty folder; choose another --out or remove it."
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    hint = f"{str(out)!r} was not created; free some space (or raise the limit) and convert again."
+    with fmt.atomic_folder(out, needed=needed, hint=hint) as tmp:
         yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_weights(
@@ -112,7 +103,8 @@ def write_weights(
         buffers[f][name] = t
         pending[f].discard(name)
         if not pending[f]:
-            save_file(buffers.pop(f), str(folder / f), metadata={"format": "pt", **metadata})
+            with fmt.writing(folder / f) as path:
+                save_file(buffers.pop(f), str(path), metadata={"format": "pt", **metadata})
     if buffers:
         raise RuntimeError(f"tensors never produced for {', '.join(sorted(buffers))}")  # a bug, not input
     if split.is_sharded:
@@ -179,7 +171,7 @@ def _write(
 ) -> dict[str, Any]:
     """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``."""
     fam, cfg = prep.family, prep.config
-    metadata = {FORMAT_KEY: to, FAMILY_KEY: fam.name, FORMAT_VERSION_KEY: FORMAT_VERSION}
+    metadata = fmt.weights_metadata(to, fam.name)
     if to == "hf":
         hf_config = fam.config_to_hf(cfg)  # raises a ConfigError when transformers cannot express it
         metas, stream = hf_tensors(prep, source, dtype)
@@ -192,21 +184,18 @@ def _write(
         if dtype is not None:
             metas = {n: t.to(dtype) if t.is_floating_point() else t for n, t in metas.items()}
         stream = mapped_tensors(prep, source, dtype)
-    with atomic_folder(out) as tmp:
+    needed = sum(t.numel() * t.element_size() for t in metas.values())
+    with atomic_folder(out, needed) as tmp:
         files = write_weights(tmp, metas, stream, metadata, max_shard_size)
         if hf_config is not None:
             written = dict(hf_config)
             if (stored := main_dtype(metas.values())) is not None:  # as transformers records it
                 written.setdefault("dtype", str(stored).removeprefix("torch."))
-            (tmp / "config.json").write_text(json.dumps(written, indent=2, sort_keys=True) + "\n")
+            text = json.dumps(written, indent=2, sort_keys=True) + "\n"
+            (tmp / fmt.HF_CONFIG_FILE).write_text(text)
         if to == "native":
-            sidecar = {
-                "family": fam.name,
-                "format_version": int(FORMAT_VERSION),
-                "config": config_to_dict(cfg),
-                **dict(sidecar_extra or {}),
-            }
-            (tmp / SIDECAR).write_text(json.dumps(sidecar, indent=2) + "\n")
+            sidecar = fmt.sidecar(fam.name, cfg, **dict(sidecar_extra or {}))
+            (tmp / fmt.SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
         copied = copy_tokenizer_files(tokenizer_from, tmp)
     return {
         "out": str(out),

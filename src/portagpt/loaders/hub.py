@@ -57,6 +57,25 @@ def cache_dir() -> str | None:
     return None
 
 
+def check_revision(revision: str | None) -> None:
+    """Refuse a revision that could name a path outside the cache's ``refs``/``snapshots`` folders."""
+    if revision is None:
+        return
+    parts = revision.split("/")
+    if (
+        not revision.strip()
+        or revision.startswith("/")
+        or "\\" in revision
+        or "\0" in revision
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise UsageError(
+            f"--revision {revision!r} is not a branch, tag or commit name ('..', '.', empty parts, "
+            "leading '/' and backslashes are refused, so a revision never names a path outside the "
+            "Hugging Face cache). Pass e.g. --revision main or a commit hash."
+        )
+
+
 def resolve(repo_id: str, revision: str | None = None, cache: str | Path | None = None) -> Path:
     """The local snapshot folder of ``repo_id`` holding the files a load needs."""
     from huggingface_hub import snapshot_download
@@ -69,11 +88,12 @@ def resolve(repo_id: str, revision: str | None = None, cache: str | Path | None 
         RevisionNotFoundError,
     )
 
-    if not REPO_ID.match(repo_id):
+    if not REPO_ID.match(repo_id) or any(p in (".", "..") for p in repo_id.split("/")):
         raise UsageError(
             f"{repo_id!r} is not a hub id (expected 'org/name'). "
             "For a local checkpoint pass its path with --checkpoint."
         )
+    check_revision(revision)
     where = str(cache) if cache is not None else cache_dir()
     what = repo_id + (f"@{revision}" if revision else "")
 

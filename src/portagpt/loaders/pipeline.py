@@ -36,18 +36,15 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
+from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
 from .safetensors_index import TensorIndex
 from .sources import Located
+from .ties import verify_ties
 from .state_dict import StateDictSource
 
-FORMAT_KEY = "portagpt_format"  # safetensors metadata: "native" or "hf"
-FAMILY_KEY = "portagpt_family"
-FORMAT_VERSION_KEY = "portagpt_format_version"
-FORMAT_VERSION = "1"
-TIED_KEY = "portagpt_tied"  # safetensors metadata of training checkpoints: {alias: stored name}
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
 
@@ -76,6 +73,32 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         raise UsageError(
             f"Unknown dtype {dtype!r}. Use one of: auto, {', '.join(sorted(set(DTYPES)))}."
         ) from None
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists on this machine, or a UsageError naming ``--device``."""
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(str(device))
+        except (RuntimeError, ValueError, TypeError):
+            raise UsageError(
+                f"--device {device!r} is not a device torch knows. Use cpu, cuda, cuda:N or mps."
+            ) from None
+    if dev.type == "meta":
+        raise UsageError("--device meta holds no data; load onto cpu, cuda or mps.")
+    if dev.type != "cpu":
+        backend = getattr(torch, dev.type, None)
+        available = getattr(backend, "is_available", lambda: False)
+        count = getattr(backend, "device_count", lambda: 1)
+        if not available() or (dev.index is not None and dev.index >= count()):
+            raise UsageError(
+                f"--device {str(device)!r}: no such {dev.type} device on this machine"
+                + (f" ({count()} available)" if available() else "")
+                + ". Use --device cpu, or a device that exists."
+            )
+    return dev
 
 
 def main_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype | None:
@@ -199,6 +222,24 @@ def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family,
     return "native" if native_fit > hf_fit else "hf"  # a tie: names shaped like the checkpoint
 
 
+def build_on_meta(family: Family, cfg: Any) -> nn.Module:
+    """The family's model on the meta device; a config it cannot build is a ConfigError."""
+    from ..errors import ConfigError, PortagptError
+
+    try:
+        with empty_init():
+            return family.build_model(cfg)
+    except PortagptError:
+        raise
+    except (RuntimeError, ValueError, TypeError, OverflowError, ZeroDivisionError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"The config cannot be built as a {family.name} model ({type(exc).__name__}: {detail}). "
+            "A size in config.json is out of range or inconsistent; compare it with the "
+            "checkpoint's own config.json."
+        ) from None
+
+
 def prepare(
     source: Source,
     family: Family,
@@ -208,8 +249,7 @@ def prepare(
     sidecar: Any = None,
 ) -> Prepared:
     """Build on meta, map the checkpoint's names and shapes, and compare (no tensor data read)."""
-    with empty_init():
-        model = family.build_model(cfg)
+    model = build_on_meta(family, cfg)
     expected, tied = expected_state(model, family, cfg)
     tied_pairs = tuple(family.tied_weights(cfg))
     renames = strip_prefixes(source.names)
@@ -442,23 +482,57 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+
+
+def shipped_tokenizer(folder: Path | None) -> list[str]:
+    """The tokenizer files a checkpoint folder ships (empty: it ships none)."""
+    return [n for n in TOKENIZER_FILES if folder is not None and (Path(folder) / n).is_file()]
+
+
 def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bool | str) -> Any:
-    """The family's tokenizer for a folder; with ``"auto"``, None when the folder ships none."""
+    """The family's tokenizer for a folder; with ``"auto"``, None when the folder ships none.
+
+    A folder that ships tokenizer files that do not load, or whose ids do not
+    fit the model's vocabulary, is an error even with ``"auto"``: the files are
+    there, so they are broken, not absent.
+    """
     from ..errors import TokenizerError
 
     if tokenizer is False:
         return None
     try:
-        return fam.load_tokenizer(folder, cfg)
+        tok = fam.load_tokenizer(folder, cfg)
     except TokenizerError:
-        if tokenizer == "auto":
+        if tokenizer == "auto" and not shipped_tokenizer(folder):
             return None
         raise
+    shipped = shipped_tokenizer(folder)
+    vocab = getattr(cfg, "vocab_size", None)
+    size = getattr(tok, "vocab_size", None)
+    if shipped and isinstance(vocab, int) and isinstance(size, int) and size > vocab:
+        raise TokenizerError(
+            f"The tokenizer in {str(folder)!r} ({', '.join(shipped)}) has {size} ids, but the model "
+            f"has {vocab} embeddings (vocab_size): its ids >= {vocab} would index past the "
+            "embedding. The tokenizer files belong to another model; copy the checkpoint's own "
+            "tokenizer files next to the weights."
+        )
+    return tok
 
 
 def read_sidecar(folder: Path) -> dict[str, Any] | None:
     path = folder / SIDECAR
     return read_json(path, SIDECAR) if path.is_file() else None
+
+
+def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> None:
+    """Layer/expert counts of a given config against the checkpoint's names, before building."""
+    from .config_values import check_against_names
+
+    if choice.source.startswith("preset"):  # fitted to the weights already
+        return
+    where = repr(str(loc.folder / "config.json")) if choice.source == "config.json" else choice.source
+    check_against_names(choice.config, strip_prefixes(source.names).values(), where, loc.where)
 
 
 def check_source(
@@ -475,7 +549,15 @@ def check_source(
     source = loc.open(backend)
     sidecar = read_sidecar(loc.folder)
     choice = choose(loc, source, family=family, preset=preset, config=config, sidecar=sidecar)
+    check_config_fits(loc, source, choice)
     prep = prepare(source, choice.family, choice.config, sidecar=sidecar)
+    if prep.report.ok:
+        prep, notes = verify_ties(
+            prep, source, loc.where, lambda cfg: prepare(source, choice.family, cfg, sidecar=sidecar)
+        )
+        if notes:
+            choice.config = prep.config
+            choice.notes.extend(notes)
     if not prep.report.ok and choice.source.startswith("preset"):
         prep.report.hints.append(
             f"The config came from a preset ({choice.source}, the closest one) and does not fit "
@@ -510,6 +592,7 @@ def load_located(
             f"{loc.kind} file. Use --loader meta or state_dict."
         )
     want = parse_dtype(dtype)
+    device = parse_device(device)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
     where = loc.where
     if loader == "meta":
@@ -539,6 +622,7 @@ def load_located(
         extras={
             "config_source": choice.source,
             "config_changes": choice.changes,
+            "notes": list(choice.notes),
             "files": [str(f) for f in loc.files],
             "kind": loc.kind,
             "coverage": prep.coverage,

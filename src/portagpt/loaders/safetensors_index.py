@@ -69,6 +69,64 @@ class FileHeader:
     file_bytes: int
 
 
+def check_metadata(path: Path, meta: Any) -> dict[str, str]:
+    """The ``__metadata__`` of a header: a JSON object of strings (as the format requires)."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{str(path)!r}: the safetensors '__metadata__' must be a JSON object of strings, found "
+            f"{type(meta).__name__}. The header is corrupted; download or save the file again."
+        )
+    bad = [k for k, v in meta.items() if not isinstance(v, str)]
+    if bad:
+        raise CheckpointError(
+            f"{str(path)!r}: the safetensors '__metadata__' value of {bad[0]!r} is "
+            f"{type(meta[bad[0]]).__name__} {meta[bad[0]]!r}, but every metadata value must be a "
+            "string. The header is corrupted or was written by a tool that breaks the format; save "
+            "the file again."
+        )
+    return dict(meta)
+
+
+def check_entry(path: Path, name: str, info: Any) -> tuple[int, int]:
+    """One header entry's ``(start, stop)`` data offsets, after checking dtype, shape and size agree."""
+    try:
+        start, stop = info["data_offsets"]
+        shape = list(info["shape"])
+        dtype = info["dtype"]
+        if not all(type(x) is int for x in (start, stop, *shape)) or not isinstance(dtype, str):
+            raise TypeError
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(
+            f"{str(path)!r}: the header entry for tensor {name!r} is malformed ({info!r}): expected "
+            "integer data_offsets [start, stop], an integer shape and a dtype name. Download or save "
+            "the file again."
+        ) from None
+    if dtype not in DTYPES:
+        raise CheckpointError(
+            f"{str(path)!r}: tensor {name!r} has dtype {dtype!r}, which this torch cannot hold. "
+            f"Supported: {', '.join(DTYPES)}."
+        )
+    if any(d < 0 for d in shape) or start < 0 or stop < start:
+        raise CheckpointError(
+            f"{str(path)!r}: tensor {name!r} has shape {tuple(shape)} and data offsets "
+            f"[{start}, {stop}]; sizes and offsets must be non-negative and in order. The header is "
+            "corrupted; download or save the file again."
+        )
+    numel = 1
+    for d in shape:
+        numel *= d
+    want = numel * torch.empty((), dtype=DTYPES[dtype]).element_size()
+    if stop - start != want:
+        raise CheckpointError(
+            f"{str(path)!r}: tensor {name!r} spans bytes {start}..{stop} ({stop - start} bytes) but a "
+            f"{dtype} tensor of shape {tuple(shape)} needs {want} bytes; the header is corrupted. "
+            "Download or save it again."
+        )
+    return start, stop
+
+
 def read_header(path: Path) -> FileHeader:
     """Parse one safetensors header and check it against the file size (no tensor data is read)."""
     try:
@@ -87,6 +145,8 @@ def read_header(path: Path) -> FileHeader:
                     f"{size}-byte file. Download or save the file again."
                 )
             raw = f.read(n)
+        if raw[:1] != b"{":  # the format's own rule; json.loads would accept leading spaces
+            raise TypeError
         header = json.loads(raw)
         if not isinstance(header, dict):
             raise TypeError
@@ -95,37 +155,33 @@ def read_header(path: Path) -> FileHeader:
         raise CheckpointError(
             f"{str(path)!r} has a corrupted safetensors header ({why}). Download or save the file again."
         ) from None
-    meta = header.pop("__metadata__", None) or {}
-    end = 0
-    for name, info in header.items():
-        try:
-            start, stop = (int(x) for x in info["data_offsets"])
-            shape = [int(d) for d in info["shape"]]
-            dtype = info["dtype"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(
-                f"{str(path)!r}: the header entry for tensor {name!r} is malformed ({info!r}). "
-                "Download or save the file again."
-            ) from None
-        if dtype not in DTYPES:
-            raise CheckpointError(
-                f"{str(path)!r}: tensor {name!r} has dtype {dtype!r}, which this torch cannot hold. "
-                f"Supported: {', '.join(DTYPES)}."
+    meta = check_metadata(path, header.pop("__metadata__", None))
+    spans = sorted((check_entry(path, name, info), name) for name, info in header.items())
+    end, prev = 0, None
+    for (start, stop), name in spans:
+        if start != end:
+            why = (
+                f"starts at byte {start} of the data, overlapping {prev!r} (which ends at byte {end})"
+                if start < end
+                else f"starts at byte {start} of the data, leaving {start - end} unaccounted bytes "
+                f"before it (after byte {end})"
             )
-        numel = 1
-        for d in shape:
-            numel *= d
-        want = numel * torch.empty((), dtype=DTYPES[dtype]).element_size()
-        if stop - start != want or start < 0:
             raise CheckpointError(
-                f"{str(path)!r}: tensor {name!r} spans bytes {start}..{stop} but a {dtype} tensor of shape "
-                f"{tuple(shape)} needs {want} bytes; the header is corrupted. Download or save it again."
+                f"{str(path)!r}: tensor {name!r} {why}; a safetensors file packs its tensors back "
+                "to back from byte 0. The header is corrupted or crafted; download or save the file "
+                "again."
             )
-        end = max(end, stop)
+        end, prev = stop, name
     if 8 + n + end > size:
         raise CheckpointError(
             f"{str(path)!r} is truncated: its header describes {8 + n + end} bytes but the file has "
             f"{size}. Download or save it again (an interrupted copy leaves files like this)."
+        )
+    if 8 + n + end < size:
+        raise CheckpointError(
+            f"{str(path)!r} has {size - (8 + n + end)} bytes after the last tensor that its header "
+            f"does not describe (header: {8 + n + end} bytes in all, file: {size}). The file is "
+            "corrupted or was appended to; download or save it again."
         )
     return FileHeader(path, header, dict(meta), n, end, size)
 
@@ -147,6 +203,12 @@ class TensorIndex:
             for name, info in head.tensors.items():
                 if names_from_index is not None and names_from_index.get(name) != file.name:
                     continue  # the index is the source of truth
+                if name in self.tensors:  # no index to say which copy counts
+                    raise CheckpointError(
+                        f"Tensor {name!r} is in both {str(self.tensors[name].file)!r} and "
+                        f"{str(file)!r}, and no {INDEX_NAME} says which one counts. Remove the "
+                        "stray file, or load the one file you mean."
+                    )
                 start, stop = info["data_offsets"]
                 self.tensors[name] = TensorInfo(file, tuple(info["shape"]), DTYPES[info["dtype"]], stop - start)
         if names_from_index is not None:
@@ -188,10 +250,14 @@ class TensorIndex:
         self._stack = ExitStack()
         for file in self.files:
             try:
-                handle = safe_open(str(file), framework="pt", device="cpu", backend=self.backend)
-            except TypeError:  # safetensors < 0.7 has no backend argument (always mmap)
-                handle = safe_open(str(file), framework="pt", device="cpu")
-                self.private = False
+                try:
+                    handle = safe_open(str(file), framework="pt", device="cpu", backend=self.backend)
+                except TypeError:  # safetensors < 0.7 has no backend argument (always mmap)
+                    handle = safe_open(str(file), framework="pt", device="cpu")
+                    self.private = False
+            except Exception as exc:  # SafetensorError and friends: the file changed under us
+                self.__exit__()
+                raise _unreadable(file, None, exc) from None
             self._handles[file] = self._stack.enter_context(handle)
         return self
 
@@ -203,10 +269,51 @@ class TensorIndex:
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor (the index must be open: ``with index: ...``)."""
         info = self.tensors[name]
-        return self._handles[info.file].get_tensor(name)
+        try:
+            return self._handles[info.file].get_tensor(name)
+        except Exception as exc:  # SafetensorError, or an I/O error of the mapped file
+            raise _unreadable(info.file, name, exc) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)
+
+
+def _unreadable(file: Path, name: str | None, exc: BaseException) -> CheckpointError:
+    what = f"tensor {name!r} of " if name else ""
+    detail = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return CheckpointError(
+        f"Could not read {what}{str(file)!r} ({type(exc).__name__}: {detail}). The file is corrupted "
+        "or changed while it was being read; check it with `portagpt load --verify` and download or "
+        "save it again."
+    )
+
+
+def shard_paths(idx: Path, weight_map: dict[str, str]) -> list[Path]:
+    """The shard files an index names, each refused unless it is a plain name inside the index's folder.
+
+    Nothing is opened or even looked up before every name has passed: an index
+    must not make portagpt read (or test for) files outside the checkpoint.
+    """
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    for shard in sorted(set(weight_map.values())):
+        pure = PurePosixPath(shard)
+        if (
+            not shard
+            or "\\" in shard
+            or "\0" in shard
+            or pure.is_absolute()
+            or PureWindowsPath(shard).drive
+            or any(part in ("..", ".") for part in pure.parts)
+            or shard.startswith("~")
+        ):
+            raise CheckpointError(
+                f"{str(idx)!r} names the shard {shard!r}, which is not a file inside the checkpoint "
+                "folder (absolute paths, '..', '~' and backslashes are refused). An index.json may "
+                "only name files next to it; fix the index or download the checkpoint again."
+            )
+    folder = idx.parent
+    return [folder / s for s in sorted(set(weight_map.values()))]
 
 
 def read_index_json(idx: Path) -> dict[str, str]:
@@ -229,14 +336,14 @@ def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     idx = folder / INDEX_NAME
     if idx.is_file():
         weight_map = read_index_json(idx)
-        shard_names = sorted(set(weight_map.values()))
-        missing = [s for s in shard_names if not (folder / s).is_file()]
+        shards = shard_paths(idx, weight_map)
+        missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointNotFoundError(
                 f"{str(idx)!r} names shard(s) missing from the folder: {', '.join(missing)}. "
                 "Download the missing shards (or the whole checkpoint) again."
             )
-        return [folder / s for s in shard_names], weight_map
+        return shards, weight_map
     single = folder / SINGLE_NAME
     if single.is_file():
         return [single], None

@@ -3,7 +3,9 @@
 * a folder: its ``model.safetensors.index.json`` (the source of truth for a
   sharded checkpoint), else ``model.safetensors``, else its ``*.safetensors``,
   else its one PyTorch file (``*.pth``, ``*.pt``, ``pytorch_model.bin``); a
-  ``portagpt train`` run folder stands for its ``checkpoint/``;
+  ``portagpt train`` run folder stands for its ``checkpoint/`` (or, after a
+  crash between the two renames of a checkpoint swap, for the previous one,
+  ``.checkpoint.old``: every reader sees the last complete checkpoint);
 * a ``.safetensors`` file, or a ``*.safetensors.index.json`` (config.json and
   tokenizer files are looked for next to it);
 * a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (a pickled state dict);
@@ -15,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.checkpoint_format import SIDECAR_FILE, live_folder
 from ..errors import CheckpointError, CheckpointNotFoundError, UsageError
-from .safetensors_index import TensorIndex, read_index_json, weight_files
+from .safetensors_index import TensorIndex, read_index_json, shard_paths, weight_files
 from .state_dict import PTH_SUFFIXES, StateDictSource
 
 PREFERRED_PTH = ("model.pth", "pytorch_model.bin", "model.pt")
@@ -68,8 +71,9 @@ def _folder(path: Path) -> Located:
     files, weight_map = weight_files(path)
     if files:
         return Located("safetensors", path, path, files, weight_map)
-    if (path / "checkpoint" / "portagpt.json").is_file():  # a `portagpt train` run folder
-        return _folder(path / "checkpoint")
+    live = live_folder(path / "checkpoint")  # a `portagpt train` run folder: its last checkpoint
+    if live is not None and (live / SIDECAR_FILE).is_file():
+        return _folder(live)
     pths = [path / n for n in entries if Path(n).suffix in PTH_SUFFIXES]
     if len(pths) > 1:
         pths = [p for p in pths if p.name in PREFERRED_PTH][:1] or pths
@@ -91,20 +95,23 @@ def locate(path: str | Path) -> Located:
     """Resolve a local path to its weight files (nothing is read beyond directory listings)."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise _missing(path)
+        backup = live_folder(path)  # a checkpoint caught between the two renames of its swap
+        if backup is None:
+            raise _missing(path)
+        path = backup
     if path.is_dir():
         return _folder(path)
     name = path.name
     if name.endswith(".index.json"):
         weight_map = read_index_json(path)
-        shards = sorted(set(weight_map.values()))
-        missing = [s for s in shards if not (path.parent / s).is_file()]
+        shards = shard_paths(path, weight_map)
+        missing = [s.name for s in shards if not s.is_file()]
         if missing:
             raise CheckpointNotFoundError(
                 f"{str(path)!r} names shard(s) missing from its folder: {', '.join(missing)}. "
                 "Download the missing shards (or the whole checkpoint) again."
             )
-        return Located("safetensors", path, path.parent, [path.parent / s for s in shards], weight_map)
+        return Located("safetensors", path, path.parent, shards, weight_map)
     if path.suffix == ".safetensors":
         return Located("safetensors", path, path.parent, [path])
     if path.suffix in PTH_SUFFIXES:

@@ -39,7 +39,7 @@ def load_plugin(spec: str) -> tuple[Any, str, str]:
         if attr:
             plugin = getattr(plugin, attr)
         return plugin, spec, dist
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin that calls sys.exit at import is a bad plugin
         raise PluginError(
             f"Cannot load the plugin {spec!r}: {type(exc).__name__}: {exc}. Pass an importable module "
             "name (my_pkg.plugin), module:attribute, or the path of a .py file that defines "
