@@ -23,7 +23,7 @@ import json
 import sys
 from typing import Any
 
-from ..api import TextStream  # noqa: F401 - re-exported: the streaming decoder lives in the API
+from ..generation import TextStream  # noqa: F401 - re-exported: the streaming decoder
 from ..validation import check_new_tokens
 
 
@@ -92,7 +92,7 @@ def _device(name: str) -> str:
 
 def check_args(args: argparse.Namespace) -> Any:
     """Every flag checked before anything is loaded; returns the torch device to load onto."""
-    from ..api import check_generate_options
+    from ..generation import check_generate_options
     from ..loaders import parse_dtype
     from ..loaders.pipeline import parse_device
 

@@ -54,7 +54,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "corpus) with the chapter-5 loop; writes the loss plot, metrics, samples and a "
         "checkpoint into --out.",
     )
-    a = p.add_argument
+    _model_and_data_flags(p.add_argument)
+    _optimizer_flags(p.add_argument)
+    _run_and_machine_flags(p.add_argument)
+    p.set_defaults(func=run)
+
+
+def _model_and_data_flags(a: Any) -> None:
     a(
         "--family",
         help="model family (see `portagpt families`; default gpt2, or the checkpoint's)",
@@ -82,6 +88,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     a("--stride", type=int, help="tokens between window starts (default: the context length)")
     a("--train-ratio", type=float, help="share of the token stream used for training (default 0.9)")
+
+
+def _optimizer_flags(a: Any) -> None:
     a(
         "--lr",
         type=float,
@@ -113,6 +122,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         type=int,
         help="also checkpoint every N steps (default 0: at epoch ends only)",
     )
+
+
+def _run_and_machine_flags(a: Any) -> None:
     a("--out", metavar="DIR", help="run folder (default runs/<family>-<preset>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     a("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
@@ -154,7 +166,6 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     a("--no-progress", action="store_true", help="no progress bar")
     a("--json", action="store_true", help="end with one JSON object: the run's history and files")
-    p.set_defaults(func=run)
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:

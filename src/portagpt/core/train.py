@@ -13,10 +13,13 @@
   near ``ln(vocab)``. The training loss is measured on the first batches of
   the training split *in order* (not the shuffled loader), so evaluation
   never draws from the data-order generator and resumed runs stay exact;
-* tokens seen, a greedy sample from a fixed prompt after every epoch, a tqdm
-  progress bar, and, with ``out_dir``: ``metrics.jsonl`` (one JSON object per
-  step, evaluation and sample) and ``samples.txt`` as it goes, a checkpoint
-  (``out_dir/checkpoint``) at every epoch end, ``loss.png``/``loss.pdf`` at the end;
+* tokens seen, a greedy sample from a fixed prompt after every epoch, a
+  ``tqdm.auto`` progress bar where one belongs (a Jupyter widget, or a text bar
+  when stderr is a terminal; elsewhere only one plain line per evaluation, so
+  a log file holds no ``\\r`` frames; see :func:`progress_class`), and, with
+  ``out_dir``: ``metrics.jsonl`` (one JSON object per step, evaluation and
+  sample) and ``samples.txt`` as it goes, a checkpoint (``out_dir/checkpoint``)
+  at every epoch end, ``loss.png``/``loss.pdf`` at the end;
 * seeded and resumable: the checkpoint holds optimizer, scheduler, RNG and
   data-order state, so 2 epochs equal 1 epoch + resume for 1 more, also from
   a mid-epoch checkpoint (``save_every``).
