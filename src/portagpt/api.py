@@ -355,6 +355,7 @@ def smoke(
     on_family: Callable[[Any, str], None] | None = None,
     on_result: Callable[[Any], None] | None = None,
     on_report: Callable[[Any], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> SmokeResults:
     """Run the conformance kit on families (names, ``"a,b"``, or ``all=True``); ``portagpt smoke``.
 
@@ -362,7 +363,8 @@ def smoke(
     modules (module, ``module:attr`` or a ``.py`` path) for this call only.
     Progress hooks (the command prints with them): ``on_family(family, plugin)``
     before a family's checks, ``on_result(check_result)`` as each check
-    finishes, ``on_report(report)`` after the family.
+    finishes, ``on_report(report)`` after the family; ``on_note(text)`` hears that
+    a ``plugin`` is installed already (its families are then checked once, as installed).
     """
     from .registry import build_registry, get_registry
     from .smoke_tests import CHECK_NAMES
@@ -374,8 +376,16 @@ def smoke(
         raise UsageError(
             "Say which families to check: --family NAME (repeatable) or --all, not both."
         )
-    extras = load_plugin_modules(_names(plugin))
+    specs = [plugin] if isinstance(plugin, str) else list(plugin)
+    extras = load_plugin_modules(specs)
     reg = build_registry(extra_plugins=extras) if extras else get_registry()
+    for spec, (plugin_obj, name, _) in zip(specs, extras, strict=True):
+        installed = reg.pm.get_name(plugin_obj)
+        if installed is not None and installed != name and on_note is not None:
+            on_note(
+                f"note: --plugin {spec} is already installed (plugin {installed!r}); its families "
+                "are checked as installed, once."
+            )
     if all:
         families = sorted(reg.families)
     resolved = [resolve_family(name, reg) for name in families]  # unknown names fail first

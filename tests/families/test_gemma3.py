@@ -23,7 +23,8 @@ import portagpt
 from portagpt.core.cache import make_cache
 from portagpt.core.rope import RopeConfig
 from portagpt.errors import TokenizerError
-from portagpt.families.gemma3.config import FULL, SLIDING, Gemma3Config
+from portagpt.adapters import FULL, SLIDING
+from portagpt.families.gemma3.config import Gemma3Config
 from portagpt.families.gemma3.plugin import FAMILY
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
 
@@ -41,8 +42,7 @@ BASE = Gemma3Config(
     max_position_embeddings=128,
     sliding_window=WINDOW,
     layer_types=(SLIDING, SLIDING, FULL, SLIDING, SLIDING),  # = 4.x sliding_window_pattern 3
-    rope_local=RopeConfig(10_000.0),
-    rope_global=RopeConfig(1_000_000.0),
+    rope_parameters={FULL: {"rope_theta": 1_000_000.0}, SLIDING: {"rope_theta": 10_000.0}},
     bos_token_id=None,
     eos_token_id=None,
     pad_token_id=None,
@@ -51,8 +51,10 @@ VARIANTS = {
     "gqa-tied": BASE,
     "linear-rope-on-global": replace(
         BASE,
-        rope_local=RopeConfig(500.0),
-        rope_global=RopeConfig(20_000.0, "linear", {"factor": 4.0}),
+        rope_parameters={
+            FULL: RopeConfig(20_000.0, "linear", {"factor": 4.0}).to_hf(),
+            SLIDING: {"rope_theta": 500.0},
+        },
     ),
     "softcapping": replace(BASE, final_logit_softcapping=3.0, attn_logit_softcapping=2.0),
     "mqa-untied": replace(BASE, num_key_value_heads=1, tie_word_embeddings=False),
@@ -252,9 +254,9 @@ def test_presets_round_trip_through_config_json() -> None:
     for name, preset in FAMILY.presets.items():
         cfg = preset.config
         again = FAMILY.config_from_hf(json.loads(json.dumps(FAMILY.config_to_hf(cfg))))
-        assert again == replace(cfg, layer_types=cfg.attention_types), name
+        assert again == cfg, name
         assert preset.source.startswith("https://huggingface.co/google/") or name == "tiny"
-    kinds = FAMILY.preset("270M").attention_types
+    kinds = FAMILY.preset("270M").layer_types
     assert kinds.count(FULL) == 3 and kinds[5] == kinds[11] == kinds[17] == FULL
 
 
@@ -276,7 +278,7 @@ def test_smoke_config_and_tiny_preset_build_run_and_use_sliding_caches() -> None
         assert logits.shape == (2, 1, cfg.vocab_size) and torch.isfinite(logits).all()
         specs = FAMILY.cache_specs(cfg)
         assert [s.window for s in specs] == [
-            cfg.sliding_window if t == SLIDING else None for t in cfg.attention_types
+            cfg.sliding_window if t == SLIDING else None for t in cfg.layer_types
         ]
         assert model.lm_head.weight is model.model.embed_tokens.weight
     tiny = FAMILY.preset("tiny")

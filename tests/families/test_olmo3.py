@@ -22,7 +22,8 @@ import portagpt
 from portagpt.core.cache import make_cache
 from portagpt.core.rope import RopeConfig, inv_freq_and_scale
 from portagpt.errors import TokenizerError
-from portagpt.families.olmo3.config import FULL, SLIDING, Olmo3Config
+from portagpt.adapters import FULL, SLIDING
+from portagpt.families.olmo3.config import Olmo3Config
 from portagpt.families.olmo3.plugin import FAMILY
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
 
@@ -43,14 +44,15 @@ BASE = Olmo3Config(
     max_position_embeddings=1024,
     sliding_window=WINDOW,
     layer_types=(SLIDING, SLIDING, SLIDING, FULL, SLIDING),  # = the 4.x default pattern
-    rope_sliding=RopeConfig(500_000.0),
-    rope_full=RopeConfig(500_000.0),
+    rope_parameters={FULL: {"rope_theta": 500_000.0}, SLIDING: {"rope_theta": 500_000.0}},
     eos_token_id=None,
     pad_token_id=None,
 )
 VARIANTS = {
     "mha-default-rope": BASE,
-    "gqa-yarn-on-full": replace(BASE, num_key_value_heads=2, rope_full=YARN),
+    "gqa-yarn-on-full": replace(
+        BASE, num_key_value_heads=2, rope_parameters={**BASE.rope_parameters, FULL: YARN.to_hf()}
+    ),
 }
 
 
@@ -142,11 +144,12 @@ def test_yarn_scales_only_the_full_attention_layers(checkpoints) -> None:
     folder, ref = checkpoints("gqa-yarn-on-full")
     model, _ = portagpt.load(folder, dtype="float32")
     rope = ref.model.rotary_emb
-    torch.testing.assert_close(model.model.rotary_full.inv_freq, rope.full_attention_inv_freq)
-    torch.testing.assert_close(model.model.rotary_sliding.inv_freq, rope.sliding_attention_inv_freq)
-    assert model.model.rotary_full.attention_scaling == rope.full_attention_attention_scaling > 1
-    assert model.model.rotary_sliding.attention_scaling == 1.0
-    assert not torch.equal(model.model.rotary_full.inv_freq, model.model.rotary_sliding.inv_freq)
+    full, sliding = model.model.rotary_emb[FULL], model.model.rotary_emb[SLIDING]
+    torch.testing.assert_close(full.inv_freq, rope.full_attention_inv_freq)
+    torch.testing.assert_close(sliding.inv_freq, rope.sliding_attention_inv_freq)
+    assert full.attention_scaling == rope.full_attention_attention_scaling > 1
+    assert sliding.attention_scaling == 1.0
+    assert not torch.equal(full.inv_freq, sliding.inv_freq)
 
 
 def test_left_padded_batch_matches_two_single_runs(checkpoints) -> None:
@@ -195,7 +198,7 @@ def test_yarn_truncate_flag_is_ignored_as_transformers_ignores_it() -> None:
     ref = AutoModelForCausalLM.from_config(hf_config_from(d))
     ours = FAMILY.build_model(FAMILY.config_from_hf(d))
     expected = ref.model.rotary_emb.full_attention_inv_freq
-    torch.testing.assert_close(ours.model.rotary_full.inv_freq, expected)
+    torch.testing.assert_close(ours.model.rotary_emb[FULL].inv_freq, expected)
     # the flag would matter if it were honoured
     untruncated = replace(YARN, params={**YARN.params, "truncate": False})
     assert not torch.allclose(inv_freq_and_scale(untruncated, 16)[0], expected)
@@ -221,9 +224,9 @@ def test_presets_round_trip_through_config_json() -> None:
     for name, preset in FAMILY.presets.items():
         cfg = preset.config
         again = FAMILY.config_from_hf(json.loads(json.dumps(FAMILY.config_to_hf(cfg))))
-        assert again == replace(cfg, layer_types=cfg.attention_types), name
+        assert again == cfg, name
         assert preset.source.startswith("https://huggingface.co/allenai/") or name == "tiny"
-    kinds = FAMILY.preset("7B").attention_types
+    kinds = FAMILY.preset("7B").layer_types
     assert kinds.count(FULL) == 8 and kinds[3] == kinds[31] == FULL
 
 
@@ -244,7 +247,7 @@ def test_smoke_config_and_tiny_preset_build_run_and_use_sliding_caches() -> None
         assert logits.shape == (2, 1, cfg.vocab_size) and torch.isfinite(logits).all()
         specs = FAMILY.cache_specs(cfg)
         assert [s.window for s in specs] == [
-            cfg.sliding_window if t == SLIDING else None for t in cfg.attention_types
+            cfg.sliding_window if t == SLIDING else None for t in cfg.layer_types
         ]
         assert model.lm_head.weight is not model.model.embed_tokens.weight
     tiny = FAMILY.preset("tiny")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from portagpt_mistral.config import PRESETS, SMOKE_CONFIG, config_from_hf
-from portagpt_mistral.model import cache_specs
+from portagpt_mistral.config import PRESETS, SMOKE_CONFIG, MistralConfig
+from portagpt_mistral.plugin import FAMILY
 
 from portagpt.registry import build_registry
 from portagpt.smoke_tests import FamilyConformance
+
+cache_specs, config_from_hf = FAMILY.cache_specs, MistralConfig.from_hf
 
 
 class TestMistralConformance(FamilyConformance):

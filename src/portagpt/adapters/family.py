@@ -27,9 +27,12 @@ from typing import Any
 from torch import nn
 
 from ..core.cache import LayerSpec
-from ..core.checkpoint_format import config_to_dict  # noqa: F401  (re-exported)
-from .tokenizer import Tokenizer
+from ..core.checkpoint_format import config_to_dict
+from .config import text_config
+from .tokenizer import Tokenizer, load_tokenizer
 from .weights import WeightMap
+
+__all__ = ["Family", "Preset", "config_to_dict", "text_config"]
 
 
 @dataclass(frozen=True)
@@ -43,21 +46,31 @@ class Preset:
 
 @dataclass(frozen=True)
 class Family:
-    """One model family behind the portagpt contract."""
+    """One model family behind the portagpt contract.
+
+    Only ``name``, ``build_model``, ``presets`` and ``smoke_config`` are always
+    needed: the rest defaults to what the config class and the model class
+    declare (:class:`~portagpt.adapters.config.HFConfig` gives ``from_hf`` /
+    ``to_hf`` / ``model_type`` / ``architecture``;
+    :class:`~portagpt.core.decoder.CausalLM` gives ``cache_specs`` /
+    ``weight_map`` / ``tied_weights``), and the tokenizer defaults to
+    :func:`~portagpt.adapters.tokenizer.load_tokenizer` (tokenizer.json, or the
+    host's scratch tokenizer).
+    """
 
     name: str
-    hf_model_types: tuple[str, ...]
-    config_from_hf: Callable[[Mapping[str, Any]], Any]
-    config_to_hf: Callable[[Any], dict[str, Any]]
-    build_model: Callable[[Any], nn.Module]
-    weight_map: Callable[[Any], WeightMap]
-    cache_specs: Callable[[Any], list[LayerSpec]]
-    load_tokenizer: Callable[[Path | None, Any], Tokenizer]
-    presets: Mapping[str, Preset]
-    smoke_config: Any
+    hf_model_types: tuple[str, ...] = ()
+    config_from_hf: Callable[[Mapping[str, Any]], Any] | None = None
+    config_to_hf: Callable[[Any], dict[str, Any]] | None = None
+    build_model: Callable[[Any], nn.Module] | None = None
+    weight_map: Callable[[Any], WeightMap] | None = None
+    cache_specs: Callable[[Any], list[LayerSpec]] | None = None
+    load_tokenizer: Callable[[Path | None, Any], Tokenizer] = load_tokenizer
+    presets: Mapping[str, Preset] = field(default_factory=dict)
+    smoke_config: Any = None
     default_repo_id: str | None = None
     transformers_class: str | None = None  # e.g. "Qwen3ForCausalLM": the parity reference
-    tied_weights: Callable[[Any], tuple[tuple[str, str], ...]] = lambda cfg: ()
+    tied_weights: Callable[[Any], tuple[tuple[str, str], ...]] | None = None
     stop_token_ids: tuple[int, ...] = ()
     chat_template: str | None = None
     description: str = ""
@@ -78,14 +91,31 @@ class Family:
         "smoke_config",
     )
 
+    def __post_init__(self) -> None:
+        config, model = type(self.smoke_config), self.build_model
+        defaults = {
+            "hf_model_types": (getattr(config, "model_type", ""),) if self.smoke_config else (),
+            "config_from_hf": getattr(config, "from_hf", None),
+            "config_to_hf": getattr(config, "to_hf", None),
+            "transformers_class": getattr(config, "architecture", None) or None,
+            "weight_map": getattr(model, "weight_map", None),
+            "cache_specs": getattr(model, "cache_specs", None),
+            "tied_weights": getattr(model, "tied_weights", None) or (lambda cfg: ()),
+        }
+        for key, value in defaults.items():
+            if not getattr(self, key) and value:
+                object.__setattr__(self, key, value)
+
     def problems(self) -> list[str]:
         """What is wrong with this record (empty when it is usable)."""
         out: list[str] = []
         if not isinstance(self.name, str) or not self.name.isidentifier():
             out.append(f"name {self.name!r} must be a non-empty identifier-like string")
-        if not self.hf_model_types or not all(isinstance(t, str) for t in self.hf_model_types):
+        if not self.hf_model_types or not all(
+            isinstance(t, str) and t for t in self.hf_model_types
+        ):
             out.append("hf_model_types must be a non-empty tuple of strings")
-        for fname in ("config_from_hf", "config_to_hf", "build_model", "weight_map", "cache_specs", "load_tokenizer"):
+        for fname in self.REQUIRED[2:8]:
             if not callable(getattr(self, fname, None)):
                 out.append(f"{fname} must be callable, got {getattr(self, fname, None)!r}")
         if not isinstance(self.presets, Mapping):
@@ -111,16 +141,3 @@ class Family:
 
     def with_source(self, distribution: str, version: str) -> Family:
         return dataclasses.replace(self, distribution=distribution, version=version)
-
-
-def text_config(hf: Mapping[str, Any]) -> dict[str, Any]:
-    """The language-model part of a config.json: ``text_config`` when nested, else the whole dict."""
-    inner = hf.get("text_config")
-    if isinstance(inner, Mapping):
-        merged = dict(inner)
-        # a few keys can live on the outer dict only
-        for key in ("tie_word_embeddings", "eos_token_id", "bos_token_id", "pad_token_id", "torch_dtype", "dtype"):
-            if key not in merged and key in hf:
-                merged[key] = hf[key]
-        return merged
-    return dict(hf)

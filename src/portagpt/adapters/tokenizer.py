@@ -7,16 +7,34 @@ Two real implementations, no hand-written BPE:
 * :class:`HFTokenizer` wraps ``tokenizers.Tokenizer`` read from a checkpoint's
   ``tokenizer.json``, with stop ids from config.json / generation_config.json
   and the chat template from tokenizer_config.json (rendered with jinja2).
+
+The host owns the tokenizer of a model trained from scratch:
+:func:`bundled_bpe` is the byte-level BPE that ships with portagpt (tiktoken's
+``r50k_base``: 50,257 ids, ``<|endoftext|>`` = 50256), and
+:func:`scratch_tokenizer` returns it when a config's vocabulary can hold its
+ids (a clear :class:`TokenizerError` otherwise). :func:`load_tokenizer` is the
+default ``Family.load_tokenizer``: a checkpoint's ``tokenizer.json``, or the
+scratch tokenizer for ``folder=None`` and for folders portagpt's trainer wrote
+without one.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from ..core.checkpoint import SIDECAR_FILE
 from ..errors import TokenizerError
+
+BPE_FILE = "data/r50k_base.tiktoken"
+BPE_EOT = 50256  # <|endoftext|>
+# The byte-level BPE's pre-tokenisation pattern (as tiktoken's r50k_base writes it).
+BPE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
 
 @runtime_checkable
@@ -84,9 +102,15 @@ class ChatTemplateMixin:
         def raise_exception(message: str) -> None:
             raise TokenizerError(f"Chat template error: {message}")
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=jinja2.Undefined,
+            extensions=["jinja2.ext.loopcontrols"],  # {% break %} / {% continue %}, as transformers
+        )
         env.globals["raise_exception"] = raise_exception
-        env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        env.filters["tojson"] = lambda x, **kw: json.dumps(x, **{"ensure_ascii": False, **kw})
         template = env.from_string(self.chat_template)
         return template.render(
             messages=list(messages),
@@ -243,3 +267,63 @@ class HFTokenizer(ChatTemplateMixin):
 
     def decode(self, ids: Iterable[int]) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+
+@lru_cache(maxsize=1)
+def _bundled_encoding() -> Any:
+    import tiktoken
+    from tiktoken.load import load_tiktoken_bpe
+
+    with resources.as_file(resources.files("portagpt").joinpath(BPE_FILE)) as path:
+        ranks = load_tiktoken_bpe(str(path))
+    return tiktoken.Encoding(
+        name="r50k_base",
+        pat_str=BPE_PATTERN,
+        mergeable_ranks=ranks,
+        special_tokens={"<|endoftext|>": BPE_EOT},
+    )
+
+
+def bundled_bpe() -> TiktokenTokenizer:
+    """The byte-level BPE bundled with portagpt (50,257 ids; offline, no download)."""
+    return TiktokenTokenizer(_bundled_encoding(), eos_token_id=BPE_EOT)
+
+
+def scratch_tokenizer(vocab_size: int | None) -> TiktokenTokenizer:
+    """The tokenizer of a model trained from scratch: the bundled BPE, when its ids fit.
+
+    Raises :class:`TokenizerError` when ``vocab_size`` is smaller than the
+    bundled BPE's 50,257 ids (a model cannot embed ids it has no row for).
+    """
+    tok = bundled_bpe()
+    if vocab_size is not None and vocab_size < tok.vocab_size:
+        raise TokenizerError(
+            f"This config has a vocabulary of {vocab_size} ids, too small for the bundled BPE "
+            f"({tok.vocab_size} ids) that models trained from scratch use, and no checkpoint "
+            "folder with a tokenizer.json was given. Pass the checkpoint folder, or use a preset "
+            f"with vocab_size >= {tok.vocab_size} (e.g. 'tiny')."
+        )
+    return tok
+
+
+def load_tokenizer(folder: Path | None, cfg: Any = None) -> Tokenizer:
+    """A family's tokenizer: ``folder``'s tokenizer.json, else the scratch tokenizer.
+
+    ``folder=None`` means a model trained from scratch (:func:`scratch_tokenizer`
+    for ``cfg.vocab_size``). A folder without tokenizer.json gets the scratch
+    tokenizer only when portagpt's trainer wrote it (it has the sidecar); any
+    other such folder is an error, since a real checkpoint's vocabulary is its own.
+    """
+    if folder is not None:
+        folder = Path(folder)
+        if (folder / "tokenizer.json").is_file() or not (folder / SIDECAR_FILE).is_file():
+            return HFTokenizer.from_folder(folder)
+    return scratch_tokenizer(getattr(cfg, "vocab_size", None))
+
+
+def load_tokenizer_or_bundled(folder: Path | None, cfg: Any = None) -> Tokenizer:
+    """For families whose own vocabulary is the bundled BPE: tokenizer.json when the folder
+    ships one, else the bundled BPE (any folder, e.g. a bare ``model.pth``)."""
+    if folder is not None and (Path(folder) / "tokenizer.json").is_file():
+        return HFTokenizer.from_folder(folder)
+    return scratch_tokenizer(getattr(cfg, "vocab_size", None))

@@ -2,14 +2,22 @@
 
 A :class:`WeightMap` is a list of :class:`Rule` s. Each rule pairs a group of
 HF name patterns with a group of native name patterns; ``{}`` stands for an
-integer index (a layer, an expert) and is matched in order. Most rules are
+integer index (a layer, an expert) and is matched in order; in a drop rule
+``*`` stands for any text (``drop("vision_tower.*")``). Most rules are
 one-to-one renames; a rule with a :class:`Transform` reshapes, transposes,
 splits or fuses tensors, and a rule with no native side drops the HF tensors
 (for example precomputed RoPE buffers).
 
 Because transforms are plain tensor functions, they run on meta tensors too:
 the loaders map *shapes* from safetensors headers alone, before any weight is
-read, and compare them with a model built on the meta device.
+read, and compare them with a model built on the meta device. A transform that
+raises (a plugin's bug, or a tensor of an unexpected shape) becomes a
+:class:`~portagpt.errors.CheckpointError` naming the transform and the tensors.
+
+Building blocks: :func:`identity` (same name on both sides), :func:`rename`,
+:func:`drop`, and the transforms :func:`transpose`, :func:`split` (equal
+parts), :func:`sized_split` (parts of given sizes: a fused q/k/v with fewer
+key/value heads, a fused gate/up), :func:`stack` (one tensor per expert).
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
+
+from ..errors import CheckpointError
 
 TensorFn = Callable[[Sequence[torch.Tensor]], Sequence[torch.Tensor]]
 
@@ -57,6 +67,27 @@ def split(parts: int, dim: int = 0, then: Transform = IDENTITY) -> Transform:
     return Transform(f"split{parts}" + ("" if then is IDENTITY else f"+{then.name}"), fwd, inv)
 
 
+def sized_split(sizes: Sequence[int], dim: int = 0, then: Transform = IDENTITY) -> Transform:
+    """One HF tensor <-> native parts of ``sizes`` along ``dim`` (after ``then``).
+
+    For fused projections whose parts differ in size, e.g. a fused q/k/v with
+    grouped-query heads: ``sized_split([H * hd, Hkv * hd, Hkv * hd])``.
+    """
+    sizes = [int(n) for n in sizes]
+
+    def fwd(ts: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        (t,) = then.to_native(ts)
+        if t.shape[dim] != sum(sizes):
+            raise ValueError(f"dim {dim} has {t.shape[dim]} rows, the parts need {sum(sizes)}")
+        return list(torch.split(t, sizes, dim=dim))
+
+    def inv(ts: Sequence[torch.Tensor]) -> Sequence[torch.Tensor]:
+        return then.to_hf([torch.cat(list(ts), dim=dim)])
+
+    label = "+".join(str(n) for n in sizes)
+    return Transform(f"split[{label}]" + ("" if then is IDENTITY else f"+{then.name}"), fwd, inv)
+
+
 def stack(dim: int = 0) -> Transform:
     """Several HF tensors (one per expert) <-> one native tensor stacked along ``dim``."""
     return Transform(
@@ -67,7 +98,7 @@ def stack(dim: int = 0) -> Transform:
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
-    parts = [re.escape(p) for p in pattern.split("{}")]
+    parts = [re.escape(p).replace(r"\*", ".*") for p in pattern.split("{}")]  # "*": any text
     return re.compile(r"(\d+)".join(parts) + r"\Z")
 
 
@@ -94,8 +125,36 @@ def rename(hf: str, native: str, transform: Transform = IDENTITY, optional: bool
     return Rule((hf,), (native,), transform, optional)
 
 
+def identity(*names: str, optional: bool = False) -> list[Rule]:
+    """One rule per name, the same on both sides (modules named like the checkpoint)."""
+    return [Rule((n,), (n,), IDENTITY, optional) for n in names]
+
+
 def drop(hf: str) -> Rule:
+    """HF tensors read from no checkpoint slot (e.g. ``"vision_tower.*"``: ``*`` is any text)."""
     return Rule((hf,), (), IDENTITY, True)
+
+
+def _apply(
+    tf: Transform, to_native: bool, ins: list[torch.Tensor], src: Sequence[str], dst: Sequence[str]
+) -> Sequence[torch.Tensor]:
+    """The transform on ``ins``; a failure (or a wrong count) as a CheckpointError naming them."""
+    fn, name, count = (tf.to_native if to_native else tf.to_hf), repr(tf.name), len(dst)
+    shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(src, ins, strict=False))
+    try:
+        outs = list(fn(ins))
+    except Exception as exc:  # a plugin's transform: any error, reported with the tensors
+        raise CheckpointError(
+            f"The weight-map transform {name} failed on {shapes} (to make {', '.join(dst)}): "
+            f"{type(exc).__name__}: {exc}. The checkpoint's tensors do not have the shapes this "
+            "family's weight map expects, or the transform has a bug."
+        ) from exc
+    if len(outs) != count:
+        raise CheckpointError(
+            f"The weight-map transform {name} made {len(outs)} tensor(s) from {shapes}, but its "
+            f"rule names {count}: {', '.join(dst)}. Fix the rule or the transform."
+        )
+    return outs
 
 
 @dataclass
@@ -105,6 +164,13 @@ class Step:
     rule: Rule
     hf: tuple[str, ...]
     native: tuple[str, ...]
+
+    def to_native(self, hf_tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
+        """The native tensors of this step (errors name the tensors, see :func:`_apply`)."""
+        return _apply(self.rule.transform, True, hf_tensors, self.hf, self.native)
+
+    def to_hf(self, native_tensors: list[torch.Tensor]) -> Sequence[torch.Tensor]:
+        return _apply(self.rule.transform, False, native_tensors, self.native, self.hf)
 
 
 @dataclass
@@ -149,6 +215,8 @@ class WeightMap:
                 idx = tuple(int(g) for g in m.groups())
                 src_patterns = rule.hf if to_native else rule.native
                 group = tuple(_fill(p, idx) for p in src_patterns)
+                if len(src_patterns) == 1:
+                    group = (name,)  # the name itself (a "*" pattern cannot be filled in)
                 missing = [g for g in group if g not in pool]
                 if missing:
                     plan.incomplete.append((name, missing))
@@ -178,15 +246,15 @@ class WeightMap:
         for step in plan.steps:
             if not step.native:
                 continue
-            outs = step.rule.transform.to_native([get(n) for n in step.hf])
-            yield from zip(step.native, outs, strict=False)
+            outs = step.to_native([get(n) for n in step.hf])
+            yield from zip(step.native, outs, strict=True)
 
     @staticmethod
     def run_to_hf(plan: Plan, get: Callable[[str], torch.Tensor]) -> Iterator[tuple[str, torch.Tensor]]:
         """Yield (HF name, tensor) for each step, fetching native tensors lazily with ``get``."""
         for step in plan.steps:
-            outs = step.rule.transform.to_hf([get(n) for n in step.native])
-            yield from zip(step.hf, outs, strict=False)
+            outs = step.to_hf([get(n) for n in step.native])
+            yield from zip(step.hf, outs, strict=True)
 
     def to_native(self, hf_state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Plan]:
         plan = self.plan_to_native(hf_state)

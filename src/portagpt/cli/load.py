@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
+LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
 
 
 def add_source_args(p: argparse.ArgumentParser, *, family_help: str) -> None:
@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     add_source_args(p, family_help="force the family; alone, load the family's default hub repo")
-    p.add_argument("--loader", choices=LOADERS, default="auto", help="how to read the weights (default: meta)")
+    p.add_argument("--loader", choices=LOADERS, default="auto", help="how to read the weights (default: meta; mmap: zero-copy views of the file)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (keep the checkpoint's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--prompt", default="The meaning of life is", help="prompt for the greedy sample")

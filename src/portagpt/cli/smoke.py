@@ -10,7 +10,10 @@ Each line reads ``PASS|FAIL|SKIP check seconds detail``. The exit status is 1
 when any check fails (or, with ``--all``, when a plugin failed to register),
 0 otherwise; an unknown family or check is a usage error (status 2).
 ``--plugin`` registers an extra plugin module (module name, ``module:attr``
-or a ``.py`` path) for this run only, as if it were installed.
+or a ``.py`` path) for this run only, as if it were installed. A ``.py`` file
+inside a package (``src/my_pkg/plugin.py`` with relative imports) is imported
+as part of its package; a plugin that is installed already is checked once,
+with a note.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     results = api.smoke(
         args.family or None, all=args.all, check=args.check or None, plugin=args.plugin,
         on_family=None if quiet else header, on_result=None if quiet else line,
-        on_report=None if quiet else verdict,
+        on_report=None if quiet else verdict, on_note=lambda text: print(text, file=sys.stderr),
     )  # fmt: skip
     if args.json:
         print(json.dumps(results.to_dict()))

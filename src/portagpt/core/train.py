@@ -57,13 +57,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import UsageError
 from .checkpoint import load_training_state, load_weights, save_checkpoint, unwrap_model
 from .checkpoint_format import atomic_write_bytes
+from .loss import adamw, chunked_cross_entropy
 from .rules import Rule, check_rules, finite, one_of, whole
 from .run_folder import CHECKPOINT_DIR, run_folder_lock, write_run_info
 
@@ -146,9 +146,10 @@ CONFIG_RULES: dict[str, Rule] = {
 
 
 def calc_loss_batch(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy of one (B, T) batch (computed in float32)."""
+    """Mean next-token cross-entropy of one (B, T) batch (computed in float32, a block of
+    rows at a time: :func:`~portagpt.core.loss.chunked_cross_entropy`)."""
     logits = model(inputs)  # (B, T, vocab)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+    return chunked_cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
 def calc_loss_loader(
@@ -377,10 +378,8 @@ class Trainer:
         cfg = self.config
         self.steps_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, cfg.weight_decay, cfg.decay_filter),
-            lr=cfg.lr,
-            betas=tuple(cfg.betas),
+        self.optimizer = adamw(  # fused where torch can: core/loss.py
+            param_groups(model, cfg.weight_decay, cfg.decay_filter), cfg.lr, tuple(cfg.betas)
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,

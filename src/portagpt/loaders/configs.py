@@ -20,9 +20,13 @@ the number of missing/unexpected/mismatched tensors: a boolean field is
 flipped (e.g. bias on/off, tied head), an integer field whose value is a
 mismatched dimension takes the checkpoint's value (e.g. the context length
 from the position table, the layer count). What shapes cannot tell (the number
-of attention heads) comes from the preset; the CLI prints the result. When no
-adjusted preset matches exactly, the strict check's report says why and that a
-config.json is needed.
+of attention heads) is never taken from a preset the search picked: when a
+preset fits, the error names it and asks for ``--preset NAME`` (the user
+confirms its head count) or ``--config FILE.json``. With ``--preset`` given,
+the adjusted preset is used and the CLI prints the result. When no adjusted
+preset matches exactly, the strict check's report says why and that a
+config.json is needed. A config dict may also be a foreign format's own
+spelling (``foreign.py``), e.g. a training script's config saved as JSON.
 """
 
 from __future__ import annotations
@@ -291,6 +295,23 @@ def family_of_config(config: Any, family: str | Family | None) -> Family:
     )
 
 
+def _from_dict(data: Mapping[str, Any], fam_arg: Any, where: str, label: str) -> ConfigChoice:
+    """A config dict: transformers' config.json (with model_type), or a foreign format's own."""
+    from .foreign import config_from_foreign_dict
+
+    if "model_type" not in data and (got := config_from_foreign_dict(data)) is not None:
+        fam, cfg, name = got
+        if fam_arg and (fam_arg.name if isinstance(fam_arg, Family) else fam_arg) != fam.name:
+            raise ConfigError(
+                f"{where} is a {name} config dict, which describes a {fam.name} model, but the "
+                f"family given is {fam_arg if isinstance(fam_arg, str) else fam_arg.name!r}. Leave "
+                "--family out, or pass the matching config."
+            )
+        return ConfigChoice(fam, cfg, f"{label} ({name} config dict)")
+    fam = family_from_hf(data, fam_arg, where)
+    return ConfigChoice(fam, config_from_hf(fam, data, where), label)
+
+
 def choose(
     loc: Any,
     source: Any,
@@ -306,14 +327,16 @@ def choose(
 
     where = loc.where
     fam_arg = _family_arg(family, sidecar, source.combined_metadata())
+    fmt = getattr(loc, "format", None)
+    if fmt is not None and fmt.choose is not None and preset is None:
+        if (chosen := fmt.choose(loc, source, fam_arg, config)) is not None:
+            return chosen
     if config is not None:
         if isinstance(config, (str, Path)):
             hf = read_json(Path(config), "config.json")
-            fam = family_from_hf(hf, fam_arg, repr(str(config)))
-            return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config))), f"--config {config}")
+            return _from_dict(hf, fam_arg, repr(str(config)), f"--config {config}")
         if isinstance(config, Mapping):
-            fam = family_from_hf(config, fam_arg, "the config dict")
-            return ConfigChoice(fam, config_from_hf(fam, config, "the config dict"), "config dict")
+            return _from_dict(config, fam_arg, "the config dict", "config dict")
         check_config(config, "the config object")
         return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
     config_json = loc.folder / "config.json"
@@ -330,6 +353,33 @@ def choose(
     if not fam_arg:
         raise no_config_error(loc, source)
     fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-    name, cfg, changes, _ = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
+    name, cfg, changes, rep = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
     label = f"preset {name}" + (f" adjusted to the weights ({', '.join(changes)})" if changes else "")
+    if preset is None and rep.ok:
+        raise unconfirmed_error(loc, fam, name, cfg, changes)
     return ConfigChoice(fam, cfg, label, changes)
+
+
+def unconfirmed_fields(cfg: Any) -> str:
+    """The config's head counts, as ``name=value``: what tensor shapes can never confirm."""
+    if not dataclasses.is_dataclass(cfg):
+        return ""
+    return ", ".join(
+        f"{f.name}={getattr(cfg, f.name)!r}"
+        for f in dataclasses.fields(cfg)
+        if "head" in f.name and isinstance(getattr(cfg, f.name), int)
+    )
+
+
+def unconfirmed_error(loc: Any, fam: Family, name: str, cfg: Any, changes: list[str]) -> ConfigError:
+    """A preset fits the shapes, but what shapes cannot show would be the preset's guess: refuse."""
+    heads = unconfirmed_fields(cfg) or "the fields tensor shapes cannot show"
+    adjusted = f", adjusted to the weights ({', '.join(changes)})" if changes else ""
+    return ConfigError(
+        f"{loc.where} has no config beside it. Its shapes fit {fam.name}'s preset {name!r}"
+        f"{adjusted}, but the number of attention heads cannot be read from the weights, and taking "
+        f"it from the preset ({heads}) would be a guess. If the preset's values are right, pass "
+        f"--preset {name} (preset={name!r} in Python); otherwise pass --config FILE.json: the "
+        "checkpoint's config.json, or the training script's config dict saved as JSON (e.g. the "
+        "book's {vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias})."
+    )

@@ -13,7 +13,12 @@
    on the meta device. One tensor (or one fused group) is in flight at a time,
    so peak memory stays close to the size of the weights.
 
-Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above),
+Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above, every
+tensor read into memory the model owns), ``mmap`` (the same, but a
+safetensors tensor used as stored is not read at all: it stays a view of the
+memory-mapped file, :class:`MappedFiles`, as transformers does; fastest and
+smallest, but the model then needs the file to stay as it is: replacing it by
+a rename is safe, rewriting it in place is not),
 ``safetensors`` (every file read whole with ``safetensors.torch.load_file``,
 then step 4), ``state_dict`` (the classic path: a randomly initialised model,
 the whole state dict read, ``load_state_dict`` copying into it) and ``hf``
@@ -46,7 +51,7 @@ from .ties import verify_ties
 from .state_dict import StateDictSource
 
 STRIP_PREFIXES = ("_orig_mod.", "module.")
-LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
+LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
 
 Source = TensorIndex | StateDictSource
 
@@ -347,17 +352,89 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
+class MappedFiles:
+    """Memory-mapped views of a :class:`TensorIndex`'s files, for tensors used as stored.
+
+    ``get`` returns a tensor whose storage is the file's private mapping
+    (``safe_open(..., backend="mmap")``): nothing is read until a page is
+    touched, and a page read stays in the page cache, shared, rather than
+    copied into memory the model owns. The mapping is copy-on-write
+    (``MAP_PRIVATE``): writing a weight (training) copies that page and never
+    the file; checkpoints are replaced by renaming a new file into place,
+    which leaves a mapped file intact. Tensors that need a transform are read
+    with ``pread`` instead, so the file pages behind a transposed copy are
+    never mapped into the process.
+    """
+
+    def __init__(self, index: TensorIndex) -> None:
+        self.index = index
+        self._handles: dict[Path, Any] = {}
+
+    @classmethod
+    def open(cls, source: Source, device: Any) -> MappedFiles | None:
+        """A mapper for ``source``, or None where zero-copy does not apply (not safetensors,
+        not CPU, or a safetensors without the ``backend`` argument)."""
+        if not isinstance(source, TensorIndex) or torch.device(device).type != "cpu":
+            return None
+        import inspect
+
+        from safetensors import safe_open
+
+        try:
+            inspect.signature(safe_open).bind("f", framework="pt", device="cpu", backend="mmap")
+        except (TypeError, ValueError):  # no backend argument (safetensors < 0.7)
+            return None
+        return cls(source)
+
+    def usable(self, name: str, dtype: torch.dtype | None) -> bool:
+        """Whether tensor ``name`` can be used as stored under ``dtype`` (None: as stored)."""
+        stored = self.index.tensors[name].dtype
+        return dtype is None or stored == dtype or not stored.is_floating_point
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        file = self.index.tensors[name].file
+        if file not in self._handles:
+            self._handles[file] = safe_open(str(file), framework="pt", device="cpu", backend="mmap")
+        return self._handles[file].get_tensor(name)
+
+    def close(self) -> None:
+        self._handles.clear()  # open tensors keep their mapping alive
+
+
 def mapped_tensors(
-    prep: Prepared, source: Source, dtype: torch.dtype | None = None, device: Any = "cpu"
+    prep: Prepared,
+    source: Source,
+    dtype: torch.dtype | None = None,
+    device: Any = "cpu",
+    zero_copy: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time."""
+    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time.
+
+    ``zero_copy``: a tensor used exactly as stored (no transform, no cast, CPU)
+    is a view of the memory-mapped file (:class:`MappedFiles`), not a copy.
+    """
+    mapped = MappedFiles.open(source, device) if zero_copy else None
     with source:
         private = source.private
         for step in prep.steps:
             if not any(n in prep.expected for n in step.native):
                 continue  # a tied copy, or dropped
-            inputs = [source.get(prep.source_names[n]) for n in step.hf]
-            outputs = step.rule.transform.to_native(inputs)
+            names = [prep.source_names[n] for n in step.hf]
+            if (
+                mapped is not None
+                and step.rule.transform is IDENTITY
+                and len(names) == 1
+                and mapped.usable(names[0], dtype)
+            ):
+                t = mapped.get(names[0])
+                for name in step.native:
+                    if name in prep.expected:
+                        yield name, t
+                continue
+            inputs = [source.get(n) for n in names]
+            outputs = step.to_native(inputs)
             for name, t in zip(step.native, outputs, strict=True):
                 if name in prep.expected:
                     yield name, _own(t, inputs, dtype, device, private)
@@ -365,6 +442,8 @@ def mapped_tensors(
             del inputs, outputs
             if copied:
                 release_free_memory()
+    if mapped is not None:
+        mapped.close()
 
 
 def materialise_buffers(model: nn.Module) -> None:
@@ -401,10 +480,16 @@ def finish(model: nn.Module, prep: Prepared, dtype: torch.dtype | None, device: 
 
 
 def materialise(
-    prep: Prepared, source: Source, dtype: torch.dtype | None, device: Any = "cpu", where: str = "the checkpoint"
+    prep: Prepared,
+    source: Source,
+    dtype: torch.dtype | None,
+    device: Any = "cpu",
+    where: str = "the checkpoint",
+    zero_copy: bool = False,
 ) -> nn.Module:
-    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy)."""
-    state = dict(mapped_tensors(prep, source, dtype, device))
+    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy;
+    ``zero_copy``: tensors used as stored stay views of the mapped file)."""
+    state = dict(mapped_tensors(prep, source, dtype, device, zero_copy))
     model = prep.model
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     del state
@@ -442,6 +527,8 @@ def materialise_eager(
 
 def read_whole(loc: Located) -> StateDictSource:
     """Every tensor of the checkpoint read into memory at once (for the eager loaders)."""
+    if loc.format is not None:
+        return loc.open()  # a foreign format's source is read whole already
     if loc.kind == "safetensors":
         from safetensors.torch import load_file
 
@@ -595,8 +682,8 @@ def load_located(
     device = parse_device(device)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
     where = loc.where
-    if loader == "meta":
-        model = materialise(prep, source, want, device, where)
+    if loader in ("meta", "mmap"):
+        model = materialise(prep, source, want, device, where, zero_copy=loader == "mmap")
     elif loader == "safetensors":
         model = materialise(prep, read_whole(loc), want, device, where)
     elif loader == "state_dict":
@@ -607,7 +694,12 @@ def load_located(
         model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
     if isinstance(source, StateDictSource):
         source.close()
-    tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
+    if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:
+        tok = loc.format.tokenizer(loc, choice.config)
+        if tok is None and tokenizer is True:
+            tok = load_tokenizer_for(choice.family, loc.folder, choice.config, True)
+    else:
+        tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
     return Loaded(
         model=model,
         tokenizer=tok,

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..adapters.family import Family
-from .runner import CheckFailed, Skip, SmokeContext
+from .context import CheckFailed, Skip, SmokeContext
 
 PARITY_ATOL = 1e-4  # fp32 logits vs transformers
 LOAD_ATOL = 1e-6  # fp32 logits after a save/load round trip (same weights, same code)

@@ -51,7 +51,7 @@ def config_from_hf(hf: Mapping[str, Any]) -> GPT2Config:
             n_heads=d["n_head"],
             n_layers=d["n_layer"],
             drop_rate=0.0,
-            qkv_bias=True,
+            qkv_bias=bool(d.get("qkv_bias", True)),  # transformers' GPT2 always has them
             tie_word_embeddings=d.get("tie_word_embeddings", True),
             layer_norm_eps=d.get("layer_norm_epsilon", 1e-5),
             activation=d.get("activation_function", "gelu_new"),

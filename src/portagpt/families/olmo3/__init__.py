@@ -1,6 +1,6 @@
 """Olmo 3: post-norm blocks, QK-norm over whole projections, 3:1 sliding/full, YaRN on full layers."""
 
 from .config import Olmo3Config
-from .model import Olmo3Model
+from .model import Olmo3ForCausalLM
 
-__all__ = ["Olmo3Config", "Olmo3Model"]
+__all__ = ["Olmo3Config", "Olmo3ForCausalLM"]

@@ -1,92 +1,44 @@
-"""Qwen3 config (dense and MoE): config.json's own keys, read from any transformers spelling.
+"""Qwen3 config, dense (``qwen3``) and mixture-of-experts (``qwen3_moe``).
 
-One config serves ``model_type`` ``qwen3`` and ``qwen3_moe``: ``num_experts``
-is 0 for a dense model. In an MoE model, layer ``i`` is sparse unless it is in
+The shared decoder fields plus the MoE ones; ``num_experts`` is 0 for a dense
+model. In an MoE model layer ``i`` is sparse unless it is in
 ``mlp_only_layers`` or ``(i + 1) % decoder_sparse_step != 0`` (transformers'
-rule); the other layers use a dense MLP of ``intermediate_size``.
-
-RoPE is kept in the 4.x spelling (``rope_theta`` + optional ``rope_scaling``
-with ``rope_type``); :func:`config_from_hf` accepts 4.x, 5.x
-(``rope_parameters``) and a nested ``text_config``. The expert count is read
-from ``num_experts`` (the hub's spelling) or ``num_local_experts`` (what
-transformers 5 writes). Sliding-window layers (``use_sliding_window``) are
-kept as ``layer_types``; None means every layer attends fully.
+rule). Exceptions to the generic translation: config.json's
+``use_sliding_window`` / ``max_window_layers`` become ``layer_types`` (every
+layer slides in ``qwen3_moe``), and ``to_hf`` writes them back along with the
+model type the expert count implies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ...adapters.family import Preset, text_config
-from ...core.rope import RopeConfig, rope_params_from_hf
+from ...adapters import FULL, SLIDING, DecoderConfig, Preset
 from ...errors import ConfigError
 
-GPT2_VOCAB = 50257  # the tiny presets train with GPT-2's BPE (see tokenizer.py)
-GPT2_EOT = 50256
-FULL, SLIDING = "full_attention", "sliding_attention"
+MOE_KEYS = (
+    "num_experts",
+    "num_experts_per_tok",
+    "moe_intermediate_size",
+    "norm_topk_prob",
+    "decoder_sparse_step",
+    "mlp_only_layers",
+)
 
 
 @dataclass(frozen=True)
-class Qwen3Config:
-    vocab_size: int = 151936
-    hidden_size: int = 1024
-    intermediate_size: int = 3072
-    num_hidden_layers: int = 28
-    num_attention_heads: int = 16
-    num_key_value_heads: int = 8
-    head_dim: int = 128  # independent of hidden_size / heads
-    max_position_embeddings: int = 40960
-    rms_norm_eps: float = 1e-6
-    rope_theta: float = 1_000_000.0
-    rope_scaling: Mapping[str, Any] | None = None  # {"rope_type": ..., params}; None = plain RoPE
-    tie_word_embeddings: bool = True
-    attention_bias: bool = False
-    hidden_act: str = "silu"
-    sliding_window: int | None = None  # window of the sliding layers (None when there are none)
-    layer_types: tuple[str, ...] | None = None  # None: every layer is full attention
-    # Mixture of experts (qwen3_moe); num_experts == 0 means a dense model.
-    num_experts: int = 0
+class Qwen3Config(DecoderConfig):
+    model_type = "qwen3"
+    architecture = "Qwen3ForCausalLM"
+
+    max_position_embeddings: int = 32768
+    num_experts: int = 0  # 0: dense
     num_experts_per_tok: int = 8
     moe_intermediate_size: int = 768
-    norm_topk_prob: bool = True
+    norm_topk_prob: bool = False
     decoder_sparse_step: int = 1
     mlp_only_layers: tuple[int, ...] = ()
-    bos_token_id: int | None = 151643
-    eos_token_id: int | tuple[int, ...] | None = 151645
-    initializer_range: float = 0.02
-
-    def __post_init__(self) -> None:
-        if self.num_attention_heads % self.num_key_value_heads:
-            raise ConfigError(
-                f"Qwen3 num_attention_heads ({self.num_attention_heads}) must be a multiple of "
-                f"num_key_value_heads ({self.num_key_value_heads})."
-            )
-        if self.head_dim % 2:
-            raise ConfigError(f"Qwen3 head_dim must be even for RoPE, got {self.head_dim}.")
-        if self.layer_types is not None:
-            if len(self.layer_types) != self.num_hidden_layers or set(self.layer_types) - {
-                FULL,
-                SLIDING,
-            }:
-                raise ConfigError(
-                    f"Qwen3 layer_types must list {self.num_hidden_layers} entries of {FULL!r} or "
-                    f"{SLIDING!r}; got {list(self.layer_types)!r}."
-                )
-            if SLIDING in self.layer_types and not self.sliding_window:
-                raise ConfigError(
-                    "Qwen3 layer_types has sliding layers but sliding_window is not set."
-                )
-        if self.num_experts and not 0 < self.num_experts_per_tok <= self.num_experts:
-            raise ConfigError(
-                f"Qwen3 MoE num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 and "
-                f"num_experts ({self.num_experts})."
-            )
-
-    @property
-    def context_length(self) -> int:
-        return self.max_position_embeddings
 
     @property
     def is_moe(self) -> bool:
@@ -94,165 +46,76 @@ class Qwen3Config:
 
     def is_sparse_layer(self, i: int) -> bool:
         """Whether layer ``i`` is a mixture of experts (transformers' Qwen3Moe rule)."""
-        return (
-            self.is_moe
-            and i not in self.mlp_only_layers
-            and (i + 1) % self.decoder_sparse_step == 0
-        )
+        step = (i + 1) % self.decoder_sparse_step == 0
+        return self.is_moe and i not in self.mlp_only_layers and step
 
-    def window(self, i: int) -> int | None:
-        """The sliding window of layer ``i`` (None: full attention)."""
-        if self.layer_types is not None and self.layer_types[i] == SLIDING:
-            return self.sliding_window
-        return None
-
-    @property
-    def rope(self) -> RopeConfig:
-        return rope_params_from_hf(
-            {
-                "rope_theta": self.rope_theta,
-                "rope_scaling": dict(self.rope_scaling) if self.rope_scaling else None,
-                "max_position_embeddings": self.max_position_embeddings,
-            }
-        )
-
-
-def _ids(value: Any) -> int | tuple[int, ...] | None:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _layer_types(
-    d: Mapping[str, Any], n_layers: int, moe: bool
-) -> tuple[tuple[str, ...] | None, int | None]:
-    """(layer_types, window) as transformers resolves them; (None, None) when no layer slides."""
-    window = d.get("sliding_window") if d.get("use_sliding_window") else None
-    if window is None:
-        return None, None
-    if moe:  # Qwen3Moe applies the window to every layer
-        return (SLIDING,) * n_layers, window
-    types = d.get("layer_types") or [
-        SLIDING if i >= d.get("max_window_layers", 28) else FULL for i in range(n_layers)
-    ]
-    if SLIDING not in types:
-        return None, None
-    return tuple(types), window
-
-
-def config_from_hf(hf: Mapping[str, Any]) -> Qwen3Config:
-    d = text_config(hf)
-    rope = rope_params_from_hf(d, default_theta=10000.0)
-    moe = d.get("model_type") == "qwen3_moe" or "num_experts" in d or "num_local_experts" in d
-    try:
-        n_layers, n_heads = d["num_hidden_layers"], d["num_attention_heads"]
-        layer_types, window = _layer_types(d, n_layers, moe)
-        moe_fields: dict[str, Any] = {}
-        if moe:
-            moe_fields = dict(
-                num_experts=d.get("num_experts", d.get("num_local_experts")),
-                num_experts_per_tok=d["num_experts_per_tok"],
-                moe_intermediate_size=d["moe_intermediate_size"],
-                norm_topk_prob=d.get("norm_topk_prob", False),
-                decoder_sparse_step=d.get("decoder_sparse_step", 1),
-                mlp_only_layers=tuple(d.get("mlp_only_layers") or ()),
+    def _check(self) -> None:
+        super()._check()
+        if self.is_moe and not 0 < self.num_experts_per_tok <= self.num_experts:
+            raise ConfigError(
+                f"Qwen3 MoE num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 "
+                f"and num_experts ({self.num_experts})."
             )
-        return Qwen3Config(
-            vocab_size=d["vocab_size"],
-            hidden_size=d["hidden_size"],
-            intermediate_size=d["intermediate_size"],
-            num_hidden_layers=n_layers,
-            num_attention_heads=n_heads,
-            num_key_value_heads=d.get("num_key_value_heads") or n_heads,
-            head_dim=d.get("head_dim") or d["hidden_size"] // n_heads,
-            max_position_embeddings=d.get("max_position_embeddings", 32768),
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
-            rope_theta=rope.theta,
-            rope_scaling=None
-            if rope.type == "default"
-            else {"rope_type": rope.type, **rope.params},
-            tie_word_embeddings=d.get("tie_word_embeddings", False),
-            attention_bias=d.get("attention_bias", False),
-            hidden_act=d.get("hidden_act", "silu"),
-            sliding_window=window,
-            layer_types=layer_types,
-            bos_token_id=_ids(d.get("bos_token_id")),
-            eos_token_id=_ids(d.get("eos_token_id")),
-            initializer_range=d.get("initializer_range", 0.02),
-            **moe_fields,
-        )
-    except KeyError as exc:
-        kind = "Qwen3-MoE" if moe else "Qwen3"
-        raise ConfigError(f"{kind} config.json lacks the key {exc.args[0]!r}.") from None
 
+    @classmethod
+    def prepare(cls, d: dict[str, Any]) -> dict[str, Any]:
+        d = super().prepare(d)
+        moe = d.get("model_type") == "qwen3_moe" or bool(d.get("num_experts"))
+        d["num_experts"] = d.get("num_experts") if moe else 0
+        n, window = d.get("num_hidden_layers", 0), d.get("sliding_window")
+        types = d.get("layer_types") or [
+            SLIDING if i >= d.get("max_window_layers", 28) else FULL for i in range(n)
+        ]
+        if moe:  # Qwen3Moe applies the window to every layer
+            types = [SLIDING] * n
+        if not d.get("use_sliding_window") or window is None or SLIDING not in types:
+            types, window = None, None
+        d["layer_types"], d["sliding_window"] = types, window
+        return d
 
-def config_to_hf(cfg: Qwen3Config) -> dict[str, Any]:
-    """A transformers config.json dict (``qwen3`` or ``qwen3_moe``).
-
-    RoPE is written as 5.x ``rope_parameters`` and also as 4.x ``rope_theta`` /
-    ``rope_scaling``: transformers 5 reads either (``rope_scaling`` wins, and
-    holds the same recipe), and transformers 4 only understands the latter.
-    """
-    rope = cfg.rope
-    types = list(cfg.layer_types or (FULL,) * cfg.num_hidden_layers)
-    out: dict[str, Any] = {
-        "architectures": ["Qwen3MoeForCausalLM" if cfg.is_moe else "Qwen3ForCausalLM"],
-        "model_type": "qwen3_moe" if cfg.is_moe else "qwen3",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.hidden_size,
-        "intermediate_size": cfg.intermediate_size,
-        "num_hidden_layers": cfg.num_hidden_layers,
-        "num_attention_heads": cfg.num_attention_heads,
-        "num_key_value_heads": cfg.num_key_value_heads,
-        "head_dim": cfg.head_dim,
-        "max_position_embeddings": cfg.max_position_embeddings,
-        "rms_norm_eps": cfg.rms_norm_eps,
-        "rope_parameters": rope.to_hf(),
-        "rope_theta": rope.theta,
-        "tie_word_embeddings": cfg.tie_word_embeddings,
-        "attention_bias": cfg.attention_bias,
-        "hidden_act": cfg.hidden_act,
-        "use_sliding_window": SLIDING in types,
-        "sliding_window": cfg.sliding_window,
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": list(cfg.eos_token_id)
-        if isinstance(cfg.eos_token_id, tuple)
-        else cfg.eos_token_id,
-        "initializer_range": cfg.initializer_range,
-        "attention_dropout": 0.0,
-    }
-    if rope.type != "default":
-        out["rope_scaling"] = {"rope_type": rope.type, **dict(rope.params)}
-    if cfg.is_moe:
+    def to_hf(self) -> dict[str, Any]:
+        out = super().to_hf()
+        types = list(self.layer_types or (FULL,) * self.num_hidden_layers)
+        out.update(use_sliding_window=SLIDING in types, layer_types=types)
+        if not self.is_moe:
+            out.update(max_window_layers=self.num_hidden_layers)
+            return {k: v for k, v in out.items() if k not in MOE_KEYS}
         if SLIDING in types and FULL in types:
             raise ConfigError(
                 "This Qwen3-MoE config mixes sliding and full attention layers, which "
                 "transformers' Qwen3MoeConfig cannot express (its window applies to every "
                 "layer); make layer_types all sliding or None to export it."
             )
-        out.update(
-            num_experts=cfg.num_experts,
-            num_experts_per_tok=cfg.num_experts_per_tok,
-            moe_intermediate_size=cfg.moe_intermediate_size,
-            norm_topk_prob=cfg.norm_topk_prob,
-            decoder_sparse_step=cfg.decoder_sparse_step,
-            mlp_only_layers=list(cfg.mlp_only_layers),
-        )
-    else:
-        out.update(layer_types=types, max_window_layers=cfg.num_hidden_layers)
-    return out
+        del out["layer_types"]
+        return dict(out, architectures=["Qwen3MoeForCausalLM"], model_type="qwen3_moe")
 
 
 _SRC = "https://huggingface.co/Qwen/{}/blob/main/config.json"
-_Q06 = Qwen3Config()
+_Q06 = Qwen3Config(
+    vocab_size=151_936,
+    hidden_size=1024,
+    intermediate_size=3072,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40_960,
+    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
+    tie_word_embeddings=True,
+    bos_token_id=151_643,
+    eos_token_id=151_645,
+)
 _Q8 = replace(
     _Q06,
     hidden_size=4096,
-    intermediate_size=12288,
+    intermediate_size=12_288,
     num_hidden_layers=36,
     num_attention_heads=32,
     tie_word_embeddings=False,
 )
-_TINY = Qwen3Config(
-    vocab_size=GPT2_VOCAB,
+_TINY = replace(
+    _Q06,
+    vocab_size=50_257,
     hidden_size=128,
     intermediate_size=352,
     num_hidden_layers=4,
@@ -260,60 +123,40 @@ _TINY = Qwen3Config(
     num_key_value_heads=2,
     head_dim=32,
     max_position_embeddings=256,
-    rope_theta=10000.0,
-    tie_word_embeddings=True,
-    bos_token_id=GPT2_EOT,
-    eos_token_id=GPT2_EOT,
+    rope_parameters=None,
+    bos_token_id=50_256,
+    eos_token_id=50_256,
 )
+
+
+def _size(base: Qwen3Config, width: int, mlp: int, layers: int, heads: int) -> Qwen3Config:
+    return replace(
+        base,
+        hidden_size=width,
+        intermediate_size=mlp,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+    )
+
 
 PRESETS: dict[str, Preset] = {
     "0.6B": Preset(_Q06, _SRC.format("Qwen3-0.6B"), "Qwen3 0.6B: 28 layers, 1024 wide, tied head"),
     "1.7B": Preset(
-        replace(_Q06, hidden_size=2048, intermediate_size=6144),
+        _size(_Q06, 2048, 6144, 28, 16),
         _SRC.format("Qwen3-1.7B"),
         "Qwen3 1.7B: 28 layers, 2048 wide, tied head",
     ),
     "4B": Preset(
-        replace(
-            _Q06,
-            hidden_size=2560,
-            intermediate_size=9728,
-            num_hidden_layers=36,
-            num_attention_heads=32,
-        ),
+        _size(_Q06, 2560, 9728, 36, 32),
         _SRC.format("Qwen3-4B"),
         "Qwen3 4B: 36 layers, 2560 wide, tied head",
     ),
     "8B": Preset(_Q8, _SRC.format("Qwen3-8B"), "Qwen3 8B: 36 layers, 4096 wide"),
-    "14B": Preset(
-        replace(
-            _Q8,
-            hidden_size=5120,
-            intermediate_size=17408,
-            num_hidden_layers=40,
-            num_attention_heads=40,
-        ),
-        _SRC.format("Qwen3-14B"),
-        "Qwen3 14B: 40 layers, 5120 wide",
-    ),
-    "32B": Preset(
-        replace(
-            _Q8,
-            hidden_size=5120,
-            intermediate_size=25600,
-            num_hidden_layers=64,
-            num_attention_heads=64,
-        ),
-        _SRC.format("Qwen3-32B"),
-        "Qwen3 32B: 64 layers, 5120 wide",
-    ),
+    "14B": Preset(_size(_Q8, 5120, 17408, 40, 40), _SRC.format("Qwen3-14B"), "Qwen3 14B: 40 layers"),
+    "32B": Preset(_size(_Q8, 5120, 25600, 64, 64), _SRC.format("Qwen3-32B"), "Qwen3 32B: 64 layers"),
     "30B-A3B": Preset(
         replace(
-            _Q8,
-            hidden_size=2048,
-            intermediate_size=6144,
-            num_hidden_layers=48,
-            num_attention_heads=32,
+            _size(_Q8, 2048, 6144, 48, 32),
             num_key_value_heads=4,
             num_experts=128,
             num_experts_per_tok=8,
@@ -323,12 +166,8 @@ PRESETS: dict[str, Preset] = {
         _SRC.format("Qwen3-30B-A3B"),
         "Qwen3 MoE 30B-A3B: 48 layers, 128 experts, 8 active per token",
     ),
-    # portagpt's own CPU sizes: GPT-2's vocabulary, so they train with the bundled BPE.
-    "tiny": Preset(
-        _TINY,
-        "",
-        "4 layers, 128 wide, GQA 4/2, QK-norm, GPT-2 vocabulary (~7M params): minutes on CPU",
-    ),
+    # portagpt's own CPU sizes: the bundled BPE's vocabulary, so they train from scratch.
+    "tiny": Preset(_TINY, "", "4 layers, 128 wide, GQA 4/2, QK-norm, ~7M params: minutes on CPU"),
     "tiny-moe": Preset(
         replace(_TINY, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=96),
         "",
@@ -336,13 +175,12 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-SMOKE_CONFIG = Qwen3Config(
+SMOKE_CONFIG = replace(
+    _TINY,
     vocab_size=256,
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
     head_dim=16,
     max_position_embeddings=64,
     tie_word_embeddings=False,
