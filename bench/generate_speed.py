@@ -36,6 +36,7 @@ every step).
 
     python bench/generate_speed.py                       # all three models + the KV-cache figure
     python bench/generate_speed.py --models tiny --runs 5 --no-kv
+    python bench/generate_speed.py --models tiny,270M --no-kv --busy   # the busy-machine rows
     python bench/generate_speed.py --compile             # also time generate(..., compile=True)
 
 The machine's load average is printed next to the figures: other processes
@@ -46,13 +47,16 @@ different times.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import gc
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -141,19 +145,18 @@ def hf_config(name: str):  # noqa: ANN201 - a transformers config
     from transformers import AutoConfig
 
     from portagpt.families.gemma3.config import PRESETS as GEMMA3
-    from portagpt.families.gemma3.config import config_to_hf as gemma3_to_hf
+    from portagpt.families.gemma3.config import Gemma3Config
     from portagpt.families.gpt2.config import PRESETS as GPT2
     from portagpt.families.gpt2.config import GPT2Config
-    from portagpt.families.gpt2.config import config_to_hf as gpt2_to_hf
 
     if name == "tiny":
-        d = gpt2_to_hf(
+        d = GPT2Config.to_hf(
             GPT2Config(vocab_size=512, context_length=256, emb_dim=64, n_heads=4, n_layers=2)
         )
     elif name == "124M":
-        d = gpt2_to_hf(GPT2["124M"].config)
+        d = GPT2Config.to_hf(GPT2["124M"].config)
     elif name == "270M":
-        d = gemma3_to_hf(GEMMA3["270M"].config)
+        d = Gemma3Config.to_hf(GEMMA3["270M"].config)
     else:
         raise SystemExit(f"unknown model {name!r}: choose tiny, 124M, 270M")
     d = dict(d)
@@ -232,7 +235,7 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
     from transformers import AutoModelForCausalLM
 
     import portagpt
-    from portagpt.core.generate import generate, step_threads
+    from portagpt.core.generate import generate
 
     n_new = args.new_tokens
     with tempfile.TemporaryDirectory(prefix=f"portagpt-bench-{name}-") as folder:
@@ -270,36 +273,36 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
             )
         return out[0, PROMPT_LEN:].tolist()
 
-    def run_ours(compile: bool = False) -> list[int]:
+    def run_ours(compile: bool = False, threads: int | None = None) -> list[int]:
         kw = {"compile": True} if compile else {}
-        return generate(ours, prompt_list, max_new_tokens=n_new, **kw).new_ids[0]
+        return generate(ours, prompt_list, max_new_tokens=n_new, threads=threads, **kw).new_ids[0]
 
-    default = torch.get_num_threads()
-    ours_threads = step_threads(ours, torch.device("cpu"), None) or default
-    ref = f"transformers ({default} thr)"
+    n = torch.get_num_threads()
     fns: dict[str, Callable[[], list[int]]] = {
-        f"portagpt ({ours_threads} thr)": run_ours,
-        ref: run_theirs,
+        "transformers (1 thr)": with_threads(1, run_theirs),
+        f"transformers ({n} thr)": run_theirs,
+        "portagpt default": run_ours,
+        "portagpt fixed 1 thr": lambda: run_ours(threads=1),
+        f"portagpt fixed {n} thr": lambda: run_ours(threads=n),
     }
-    if ours_threads != default:  # the same thread count as portagpt's steps, for comparison
-        fns[f"transformers ({ours_threads} thr)"] = with_threads(ours_threads, run_theirs)
     compile_warm = None
     if args.compile:
         t0 = time.perf_counter()
         run_ours(compile=True)
         compile_warm = time.perf_counter() - t0
-        fns[f"portagpt compile ({ours_threads} thr)"] = lambda: run_ours(compile=True)
+        fns["portagpt compile"] = lambda: run_ours(compile=True)
     timings = side_by_side(fns, args.runs)
     wbytes = weight_bytes_per_token(theirs)
     roof = bandwidth / wbytes  # tokens/s if only weight reads counted
     tps = {k: n_new / t.best for k, t in timings.items()}
+    ref = max(("transformers (1 thr)", f"transformers ({n} thr)"), key=tps.__getitem__)
     same = all(t.ids == timings[ref].ids for t in timings.values())
     print(
         f"\n[{name}] {sum(p.numel() for p in theirs.parameters()) / 1e6:.1f}M parameters, "
         f"{wbytes / 2**20:.1f} MiB of weights read per token; "
         f"write {t_write:.1f} s, load + first forward: portagpt {t_ours:.2f} s, transformers {t_theirs:.2f} s"
     )
-    print(f"  roofline at {bandwidth / 1e9:.2f} GB/s: {roof:.1f} tokens/s")
+    print(f"  roofline at {bandwidth / 1e9:.2f} GB/s: {roof:.1f} tokens/s; reference: {ref} (the faster)")
     for k, v in tps.items():
         print(
             f"  {k:<27} {v:8.1f} tokens/s  x{v / tps[ref]:5.2f} vs {ref}  "
@@ -318,6 +321,50 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
             ]
             print(f"    {k}: first step differing from {ref}: {diff[0] if diff else None}")
     print(f"  load average: {load_average()}")
+    if args.busy:
+        busy_rows(name, run_ours, n, n_new, args.runs)
+
+
+def busy_rows(name: str, run_ours: Callable[..., list[int]], n: int, n_new: int, runs: int) -> None:
+    """portagpt's default against its fixed thread counts while one other process spins."""
+    with competitor():
+        fns = {
+            "portagpt default": run_ours,
+            "portagpt fixed 1 thr": lambda: run_ours(threads=1),
+            f"portagpt fixed {n} thr": lambda: run_ours(threads=n),
+        }
+        timings = side_by_side(fns, runs)
+        tps = {k: n_new / t.best for k, t in timings.items()}
+        print(f"  busy machine ({name}, one competing CPU-bound process), load {load_average()}:")
+    best_fixed = max((k for k in tps if "fixed" in k), key=tps.__getitem__)
+    for k, v in tps.items():
+        print(f"    {k:<25} {v:8.1f} tokens/s  x{v / tps[best_fixed]:5.2f} vs {best_fixed}")
+    ratio = tps["portagpt default"] / tps[best_fixed]
+    print(
+        f"    default within 10 % of the best fixed count: {'met' if ratio >= 0.9 else 'MISSED'} "
+        f"({ratio:.2f}x)"
+    )
+
+
+SPIN = (
+    "import torch\n"
+    "torch.set_num_threads(1)\n"
+    "a = torch.randn(384, 384)\n"
+    "while True:\n"
+    "    a = torch.tanh(a @ a)\n"
+)
+
+
+@contextlib.contextmanager
+def competitor() -> Iterator[None]:
+    """One other CPU-bound process (a single-threaded matmul loop) for the duration."""
+    proc = subprocess.Popen([sys.executable, "-c", SPIN])
+    try:
+        time.sleep(1.0)  # let it start spinning
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def with_threads(n: int, fn: Callable[[], list[int]]) -> Callable[[], list[int]]:
@@ -367,6 +414,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="also time generate(..., compile=True)")
     p.add_argument("--no-kv", action="store_true", help="skip the KV cache vs no cache figure")
+    p.add_argument(
+        "--busy", action="store_true", help="also time portagpt beside one competing busy process"
+    )
     p.add_argument("--kv-new-tokens", type=int, default=256)
     args = p.parse_args()
     if args.threads:

@@ -11,13 +11,21 @@ How a call goes:
   remembers which keys are padding);
 * each step computes logits for the last position only (``logits_to_keep=1``),
   picks the next token (greedy, or temperature -> top-k -> top-p -> min-p ->
-  sample), and writes it into a preallocated (B, P + max_new_tokens) buffer,
-  so nothing grows per step;
+  sample), and writes it into a (B, ...) ids buffer that starts 256 slots
+  past the prompt and doubles when full (a huge ``max_new_tokens`` costs
+  nothing up front; the copies are O(1) amortised per step). Non-finite
+  logits stop the call with :class:`~portagpt.errors.NonFiniteError`;
 * the context is the last ``context_length`` tokens (chapter 5's
   ``idx[:, -context_size:]``). The cache is used while prompt + generated fits
   in the context; past it every step recomputes over the cropped window
   without a cache, exactly as the no-cache path does, so output with and
   without the cache is the same;
+* a model may declare that its cached keys go stale when the sequence grows
+  past N positions (LongRoPE switches to its long frequencies there): any
+  submodule with an int ``reprefill_at`` attribute (``core.rope.RotaryEmbedding``
+  sets it). When a step's sequence first grows past N, the harness drops the
+  cache and prefills the whole sequence again (transformers does the same for
+  such models), so cached and uncached decoding give the same ids;
 * stop tokens end a row. **The stop token is not part of the result** (as in
   chapter 5's ``generate``): ``new_ids`` ends just before it and ``stopped``
   says the row ended that way. A finished row emits ``pad_token_id`` from the
@@ -33,9 +41,13 @@ rounding (fused kernels), so greedy ids match the eager ones.
 On CPU, models under ``SMALL_MODEL_BYTES`` of weights decode on one thread
 (``threads=None``): their steps are a few microseconds of arithmetic per op,
 and handing each op to a second thread costs more than it saves (on a busy
-machine, a thread that is not scheduled stalls every op). ``threads=N`` sets
-the count for the steps explicitly; torch's own setting is restored between
-steps, so code running between streamed tokens never sees the change.
+machine, a thread that is not scheduled stalls every op). Larger models'
+one-token steps run on the count a :class:`~portagpt.core.threads.ThreadChooser`
+measures to be faster, torch's count or one, re-checked now and then: which
+wins depends on what else the machine runs, not on the model alone. The
+prefill runs on torch's count. ``threads=N`` sets the count for every step
+explicitly; torch's own setting is restored between steps, so code running
+between streamed tokens never sees the change.
 
 Sampling draws with the exponential-race trick (argmax of ``probs / Exp(1)``
 noise), which takes the same B x vocab random numbers every step whatever the
@@ -56,7 +68,7 @@ from torch import nn
 
 from ..errors import CompileError, NonFiniteError, UsageError
 from .cache import KVCache, make_cache
-from .threads import Threads
+from .threads import ThreadChooser, Threads
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
@@ -158,8 +170,13 @@ def next_token(
     min_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
-    if temperature == 0:
+    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled.
+
+    Each row is shifted so its largest logit is 0 before dividing by the
+    temperature, so a tiny temperature sends the others to -inf (never inf,
+    never NaN); below float32's smallest normal number it is greedy outright.
+    """
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or too small for float32: greedy
         return logits.argmax(dim=-1)
     logits = logits.float()
     # shift so each row's largest logit is 0 before dividing: the same distribution, but a tiny
@@ -252,6 +269,15 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     return None
 
 
+def decode_threads(device: torch.device, fixed: int | None) -> Threads | ThreadChooser:
+    """The thread context of each one-token step: ``fixed`` when set (or off CPU, or torch on
+    one thread); else a :class:`ThreadChooser` timing torch's count against one thread."""
+    n = torch.get_num_threads()
+    if fixed is not None or device.type != "cpu" or n < 2:
+        return Threads(fixed)
+    return ThreadChooser((n, 1))
+
+
 # ---- compiled decode step ----------------------------------------------------------------
 _COMPILED = "_portagpt_compiled_forward"  # where a model keeps its compiled forward
 
@@ -293,6 +319,16 @@ def _compile_failed(exc: Exception) -> CompileError:
 
 
 # ---- the loop -----------------------------------------------------------------------
+def reprefill_points(model: nn.Module) -> tuple[int, ...]:
+    """Sequence lengths past which the model's cached keys are stale (sorted, maybe empty).
+
+    Declared by any submodule through an int ``reprefill_at`` attribute; the
+    harness never asks which family it runs.
+    """
+    points = {getattr(m, "reprefill_at", None) for m in model.modules()}
+    return tuple(sorted(int(n) for n in points if isinstance(n, int) and n > 0))
+
+
 class _Run:
     """State of one generation call; every tensor is made and used under inference mode."""
 
@@ -321,7 +357,7 @@ class _Run:
         # what the model is fed: padding slots hold id 0 (masked out), never pad_token_id,
         # which may be any sentinel (it is only what finished rows report). The buffer grows
         # with the tokens made (see _room), so a huge max_new_tokens costs nothing up front.
-        size = min(total, P + max(64, context_length))
+        size = min(total, P + 256)
         self.seq = torch.zeros((B, size), dtype=torch.long, device=device)
         self.real = torch.ones((B, size), dtype=torch.bool, device=device)
         for r, ids in enumerate(rows):
@@ -336,6 +372,7 @@ class _Run:
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.n_new = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
         self.cache: KVCache | None = None
+        self.reprefill = reprefill_points(model)
         if use_cache and P <= context_length:
             max_len = min(total - 1, context_length)  # the last new token is never fed back
             self.cache = make_cache(model.layer_specs, B, max_len, dtype, device)
@@ -345,11 +382,14 @@ class _Run:
         """(B, vocab) logits for the position after the first P + t tokens."""
         hi = self.P + t
         if self.cache is not None and hi <= self.ctx:
-            if t == 0:
+            prefill = t == 0 or self._stale(hi)
+            if prefill:
+                if t > 0:
+                    self.cache.reset()  # re-prefill: the cached keys are stale past this length
                 x, mask = self.seq[:, :hi], (self.real[:, :hi] if self.padded else None)
             else:
                 x, mask = self.seq[:, hi - 1 : hi], None  # the cache knows the padding
-            if t > 0 and self.step is not None:
+            if not prefill and self.step is not None:
                 return self._compiled_logits(x)
             out = self.model(x, cache=self.cache, attention_mask=mask, logits_to_keep=1)
         else:
@@ -358,6 +398,11 @@ class _Run:
             mask = self.real[:, lo:hi] if self.padded else None
             out = self.model(self.seq[:, lo:hi], attention_mask=mask, logits_to_keep=1)
         return out[:, -1]
+
+    def _stale(self, hi: int) -> bool:
+        """Whether feeding the first ``hi`` tokens crosses a declared re-prefill point."""
+        assert self.cache is not None
+        return any(self.cache.length <= n < hi for n in self.reprefill)
 
     def _compiled_logits(self, x: torch.Tensor) -> torch.Tensor:
         cache = self.cache
@@ -480,7 +525,9 @@ def stream(
     if pad_token_id is None:
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
-    n_threads = Threads(step_threads(model, device, threads))
+    fixed = step_threads(model, device, threads)
+    first_threads = Threads(fixed)  # the prefill: many rows, torch's count unless one is fixed
+    n_threads = decode_threads(device, fixed)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)
@@ -492,7 +539,7 @@ def stream(
     try:
         run = _Run(model, rows, max_new_tokens, use_cache, ctx, pad_token_id, stops, compile)
         for t in range(max_new_tokens):
-            with torch.inference_mode(), n_threads:
+            with torch.inference_mode(), (n_threads if t else first_threads):
                 logits = run.logits(t)
                 check_finite(logits, t, run.finished)
                 nxt = next_token(logits, temperature, top_k, top_p, min_p, generator)
@@ -548,7 +595,7 @@ def generate(
     one-token steps through ``torch.compile`` (slow first call; raises
     CompileError when the compiler toolchain is missing). ``threads`` sets the
     torch threads of each step (default: one on CPU for models under
-    ``SMALL_MODEL_BYTES``, else torch's setting).
+    ``SMALL_MODEL_BYTES``, else measured as it goes: see the module docstring).
     """
     gen = stream(
         model,

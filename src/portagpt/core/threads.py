@@ -10,11 +10,19 @@ its time in such waits.
 
 :class:`Threads` sets the count for one block and restores it after;
 :func:`one_thread_if_small` picks one thread for ops below ``SMALL_OP_ELEMENTS``
-elements of work. Both do nothing while ``torch.compile`` traces (a compiled
-graph runs its own kernels).
+elements of work; :class:`ThreadChooser` picks the count of each decode step
+by timing the candidates as generation runs (the best count depends on what
+else the machine is doing). All do nothing while ``torch.compile`` traces (a
+compiled graph runs its own kernels).
 """
 
 from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
 
 import torch
 
@@ -49,3 +57,99 @@ def one_thread_if_small(elements: int) -> Threads:
     if elements >= SMALL_OP_ELEMENTS or torch.compiler.is_compiling():
         return _LEAVE
     return Threads(1)
+
+
+class ThreadChooser:
+    """Threads for each CPU decode step, chosen by timing the candidates as the steps run.
+
+    Which thread count decodes fastest depends on the model *and on what else
+    runs on the machine*: on 2 cores with one other busy process, a 270M
+    model's steps took twice as long on two threads as on one, while on an idle
+    machine two threads were faster. So the chooser measures instead of
+    guessing: the first ``2 * samples`` steps alternate the candidates, then
+    every step runs on the one with the lowest estimate (median of its last
+    ``window`` step times), and now and then one step probes the other so a
+    change of load is noticed. The probe interval is set so that probing costs
+    at most ``budget`` of the time (a probe on a choice twice as slow costs one
+    step: it comes every ``1 / budget`` steps), between ``min_interval`` and
+    ``max_interval`` steps.
+
+    Use it as the context of each step (``with chooser: step()``); ``timer``
+    can be injected (tests). Under ``torch.compile`` tracing it changes nothing.
+    """
+
+    def __init__(
+        self,
+        candidates: tuple[int, ...],
+        *,
+        timer: Callable[[], float] = time.perf_counter,
+        samples: int = 2,
+        window: int = 3,
+        budget: float = 0.05,
+        min_interval: int = 8,
+        max_interval: int = 256,
+    ) -> None:
+        self.candidates = tuple(dict.fromkeys(candidates))  # unique, in order
+        self.timer = timer
+        self.samples = samples
+        self.budget = budget
+        self.min_interval, self.max_interval = min_interval, max_interval
+        self.times: dict[int, deque[float]] = {n: deque(maxlen=window) for n in self.candidates}
+        self.steps_since_probe = 0
+        self.history: list[int] = []  # the count each step ran on (for reports and tests)
+        self._running: int | None = None
+        self._before = 0
+        self._start = 0.0
+
+    def estimate(self, n: int) -> float:
+        t = self.times[n]
+        return statistics.median(t) if t else math.inf
+
+    def best(self) -> int:
+        return min(self.candidates, key=self.estimate)
+
+    def probe_interval(self) -> int:
+        """Steps between probes: the slowdown of the slowest other choice over ``budget``."""
+        best = self.estimate(self.best())
+        worst = max(self.estimate(n) for n in self.candidates)
+        if not (best > 0 and math.isfinite(worst)):
+            return self.min_interval
+        steps = math.ceil((worst / best - 1) / self.budget)
+        return max(self.min_interval, min(self.max_interval, steps))
+
+    def next_threads(self) -> int:
+        """The count the next step should run on."""
+        unsampled = [n for n in self.candidates if len(self.times[n]) < self.samples]
+        if unsampled:  # exploring: the least-sampled candidate, in order
+            return min(unsampled, key=lambda n: len(self.times[n]))
+        best = self.best()
+        if len(self.candidates) > 1 and self.steps_since_probe >= self.probe_interval():
+            self.steps_since_probe = 0
+            others = [n for n in self.candidates if n != best]
+            return min(others, key=lambda n: self.times[n][-1] if self.times[n] else -1.0)
+        self.steps_since_probe += 1
+        return best
+
+    def record(self, n: int, seconds: float) -> None:
+        self.times[n].append(seconds)
+        self.history.append(n)
+
+    def __enter__(self) -> None:
+        if torch.compiler.is_compiling():
+            return
+        n = self.next_threads()
+        self._before = torch.get_num_threads()
+        if n != self._before:
+            torch.set_num_threads(n)
+        self._running = n
+        self._start = self.timer()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._running is None:
+            return
+        elapsed = self.timer() - self._start
+        if self._running != self._before:
+            torch.set_num_threads(self._before)
+        if exc[0] is None:
+            self.record(self._running, elapsed)
+        self._running = None

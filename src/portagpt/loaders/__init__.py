@@ -117,7 +117,7 @@ def load(
     ``dtype`` casts every floating tensor (``"auto"`` keeps the checkpoint's);
     ``tokenizer="auto"`` returns None when the checkpoint ships no tokenizer,
     ``True`` raises instead, ``False`` skips it; ``loader`` is one of
-    ``auto``/``meta``/``safetensors``/``state_dict``/``hf`` (see ``pipeline.py``).
+    ``auto``/``meta``/``mmap``/``safetensors``/``state_dict``/``hf`` (see ``pipeline.py``).
     """
     loaded = load_full(
         source,

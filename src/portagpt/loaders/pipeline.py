@@ -2,18 +2,27 @@
 
 1. Locate the weights (``sources.py``, ``hub.py``) and open them without
    reading tensor data: safetensors headers, or a memory-mapped ``.pth``.
-2. Decide the family and config (``configs.py``).
+2. Decide the family and config (``configs.py``); every config value is
+   checked for type and range, and the layer/expert counts against the
+   headers' names (``config_values.py``), before anything is built.
 3. :func:`prepare`: build the model on the meta device, map the checkpoint's
    names and shapes through the family's weight map with meta tensors, and
    compare (``checks.py``): every missing, unexpected and mismatched tensor is
-   reported at once, before any weight is read.
+   reported at once, before any weight is read. A tied copy the checkpoint
+   stores anyway is compared with its source; one that differs unties the
+   model instead of being dropped (``ties.py``).
 4. :func:`materialise`: read each tensor, map it, cast it, move it, and
    ``load_state_dict(strict=False, assign=True)`` into the meta model; tie
    explicitly, recompute non-persistent buffers, and verify nothing is left
    on the meta device. One tensor (or one fused group) is in flight at a time,
    so peak memory stays close to the size of the weights.
 
-Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above),
+Loaders (``loader=``): ``meta`` (the default, steps 3-4 as above, every
+tensor read into memory the model owns), ``mmap`` (the same, but a
+safetensors tensor used as stored is not read at all: it stays a view of the
+memory-mapped file, :class:`MappedFiles`, as transformers does; fastest and
+smallest, but the model then needs the file to stay as it is: replacing it by
+a rename is safe, rewriting it in place is not),
 ``safetensors`` (every file read whole with ``safetensors.torch.load_file``,
 then step 4), ``state_dict`` (the classic path: a randomly initialised model,
 the whole state dict read, ``load_state_dict`` copying into it) and ``hf``
@@ -36,17 +45,23 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
-from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
+from ..core.checkpoint_format import (  # noqa: F401  (re-exported)
+    FAMILY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION_KEY,
+    TIED_KEY,
+    check_format_version,
+)
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
 from .safetensors_index import TensorIndex
 from .sources import Located
-from .ties import verify_ties
 from .state_dict import StateDictSource
+from .ties import verify_ties
 
 STRIP_PREFIXES = ("_orig_mod.", "module.")
-LOADERS = ("auto", "meta", "safetensors", "state_dict", "hf")
+LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
 
 Source = TensorIndex | StateDictSource
 
@@ -347,16 +362,88 @@ def release_free_memory() -> None:
         _TRIM(0)
 
 
+class MappedFiles:
+    """Memory-mapped views of a :class:`TensorIndex`'s files, for tensors used as stored.
+
+    ``get`` returns a tensor whose storage is the file's private mapping
+    (``safe_open(..., backend="mmap")``): nothing is read until a page is
+    touched, and a page read stays in the page cache, shared, rather than
+    copied into memory the model owns. The mapping is copy-on-write
+    (``MAP_PRIVATE``): writing a weight (training) copies that page and never
+    the file; checkpoints are replaced by renaming a new file into place,
+    which leaves a mapped file intact. Tensors that need a transform are read
+    with ``pread`` instead, so the file pages behind a transposed copy are
+    never mapped into the process.
+    """
+
+    def __init__(self, index: TensorIndex) -> None:
+        self.index = index
+        self._handles: dict[Path, Any] = {}
+
+    @classmethod
+    def open(cls, source: Source, device: Any) -> MappedFiles | None:
+        """A mapper for ``source``, or None where zero-copy does not apply (not safetensors,
+        not CPU, or a safetensors without the ``backend`` argument)."""
+        if not isinstance(source, TensorIndex) or torch.device(device).type != "cpu":
+            return None
+        import inspect
+
+        from safetensors import safe_open
+
+        try:
+            inspect.signature(safe_open).bind("f", framework="pt", device="cpu", backend="mmap")
+        except (TypeError, ValueError):  # no backend argument (safetensors < 0.7)
+            return None
+        return cls(source)
+
+    def usable(self, name: str, dtype: torch.dtype | None) -> bool:
+        """Whether tensor ``name`` can be used as stored under ``dtype`` (None: as stored)."""
+        stored = self.index.tensors[name].dtype
+        return dtype is None or stored == dtype or not stored.is_floating_point
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        file = self.index.tensors[name].file
+        if file not in self._handles:
+            self._handles[file] = safe_open(str(file), framework="pt", device="cpu", backend="mmap")
+        return self._handles[file].get_tensor(name)
+
+    def close(self) -> None:
+        self._handles.clear()  # open tensors keep their mapping alive
+
+
 def mapped_tensors(
-    prep: Prepared, source: Source, dtype: torch.dtype | None = None, device: Any = "cpu"
+    prep: Prepared,
+    source: Source,
+    dtype: torch.dtype | None = None,
+    device: Any = "cpu",
+    zero_copy: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time."""
+    """(native name, tensor) for every tensor the model expects, read and mapped one step at a time.
+
+    ``zero_copy``: a tensor used exactly as stored (no transform, no cast, CPU)
+    is a view of the memory-mapped file (:class:`MappedFiles`), not a copy.
+    """
+    mapped = MappedFiles.open(source, device) if zero_copy else None
     with source:
         private = source.private
         for step in prep.steps:
             if not any(n in prep.expected for n in step.native):
                 continue  # a tied copy, or dropped
-            inputs = [source.get(prep.source_names[n]) for n in step.hf]
+            names = [prep.source_names[n] for n in step.hf]
+            if (
+                mapped is not None
+                and step.rule.transform is IDENTITY
+                and len(names) == 1
+                and mapped.usable(names[0], dtype)
+            ):
+                t = mapped.get(names[0])
+                for name in step.native:
+                    if name in prep.expected:
+                        yield name, t
+                continue
+            inputs = [source.get(n) for n in names]
             outputs = step.to_native(inputs)
             for name, t in zip(step.native, outputs, strict=True):
                 if name in prep.expected:
@@ -365,6 +452,8 @@ def mapped_tensors(
             del inputs, outputs
             if copied:
                 release_free_memory()
+    if mapped is not None:
+        mapped.close()
 
 
 def materialise_buffers(model: nn.Module) -> None:
@@ -401,10 +490,16 @@ def finish(model: nn.Module, prep: Prepared, dtype: torch.dtype | None, device: 
 
 
 def materialise(
-    prep: Prepared, source: Source, dtype: torch.dtype | None, device: Any = "cpu", where: str = "the checkpoint"
+    prep: Prepared,
+    source: Source,
+    dtype: torch.dtype | None,
+    device: Any = "cpu",
+    where: str = "the checkpoint",
+    zero_copy: bool = False,
 ) -> nn.Module:
-    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy)."""
-    state = dict(mapped_tensors(prep, source, dtype, device))
+    """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy;
+    ``zero_copy``: tensors used as stored stay views of the mapped file)."""
+    state = dict(mapped_tensors(prep, source, dtype, device, zero_copy))
     model = prep.model
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     del state
@@ -484,7 +579,9 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt"
+)
 
 
 def shipped_tokenizer(folder: Path | None) -> list[str]:
@@ -524,7 +621,7 @@ def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bo
 
 def read_sidecar(folder: Path) -> dict[str, Any] | None:
     path = folder / SIDECAR
-    return read_json(path, SIDECAR) if path.is_file() else None
+    return check_format_version(read_json(path, SIDECAR), path) if path.is_file() else None
 
 
 def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> None:
@@ -597,8 +694,8 @@ def load_located(
     device = parse_device(device)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
     where = loc.where
-    if loader == "meta":
-        model = materialise(prep, source, want, device, where)
+    if loader in ("meta", "mmap"):
+        model = materialise(prep, source, want, device, where, zero_copy=loader == "mmap")
     elif loader == "safetensors":
         model = materialise(prep, read_whole(loc), want, device, where)
     elif loader == "state_dict":
@@ -606,7 +703,9 @@ def load_located(
     else:
         from .hf import load_with_transformers
 
-        model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
+        model = load_with_transformers(
+            loc.folder, choice.family, want, device, choice.config, override=bool(choice.notes)
+        )
     if isinstance(source, StateDictSource):
         source.close()
     if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:
