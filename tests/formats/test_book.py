@@ -151,3 +151,9 @@ def test_a_config_json_with_qkv_bias_false_is_honoured(book_pth, tmp_path: Path)
     assert not model.config.qkv_bias
     with torch.no_grad():
         torch.testing.assert_close(model(IDS), book(IDS), atol=1e-5, rtol=0)
+
+
+def test_a_family_that_contradicts_the_book_dict_is_refused(book_pth) -> None:
+    path, _ = book_pth
+    with pytest.raises(ConfigError, match="Leave --family out"):
+        portagpt.load(path, family="llama")
