@@ -200,3 +200,28 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tmp_path: Path) -> None:
     assert "[stopped]" in out and "Traceback" not in err
     turns = json.loads(out.strip().splitlines()[-1])["turns"]
     assert len(turns) == 2 and turns[0]["generated"] < 4000 and turns[1]["prefilled"] < turns[1]["conversation"]
+
+
+def test_sliding_window_layers_keep_the_cached_conversation_equal_to_a_fresh_prefill(tmp_path: Path) -> None:
+    from transformers import Gemma3TextConfig
+
+    from portagpt.smoke_tests.reference import write_hf_checkpoint
+
+    folder = tmp_path / "sliding"
+    cfg = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=8,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256)
+    write_hf_checkpoint(cfg, folder)
+    write_chat_tokenizer(folder)
+    model, tok = portagpt.load(folder)
+    assert any(s.window == 8 for s in model.layer_specs)
+    chat = Chat(model, tok, options=SamplingOptions(max_new_tokens=5))
+    for text in ("Who painted the picture?", "Why did he stop?"):
+        gen = chat.send(text)
+        next(gen)
+        assert chat.cached_ids == chat.prompt_ids()
+        with torch.no_grad():
+            fresh = model(torch.tensor([chat.cached_ids]))[:, -1]
+        torch.testing.assert_close(chat.last_logits, fresh, atol=1e-4, rtol=0)
+        for _ in gen:
+            pass
