@@ -225,3 +225,27 @@ def test_sliding_window_layers_keep_the_cached_conversation_equal_to_a_fresh_pre
         torch.testing.assert_close(chat.last_logits, fresh, atol=1e-4, rtol=0)
         for _ in gen:
             pass
+
+
+def test_chat_with_a_repo_id_from_the_hub_cache(chat_ckpt: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    cache = tmp_path / "hf-cache"  # huggingface_hub's layout: blobs, a snapshot of links, refs/main
+    repo = cache / "models--org--tiny-chat"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(chat_ckpt.iterdir()):
+        blob = hashlib.sha256(f.read_bytes()).hexdigest()
+        (repo / "blobs" / blob).write_bytes(f.read_bytes())
+        os.symlink(Path("..") / ".." / "blobs" / blob, repo / "snapshots" / commit / f.name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "portagpt", "chat", "--repo-id", "org/tiny-chat", "--max-new-tokens", "3", "--json"],
+        input="hello\n", capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    turns = json.loads(proc.stdout.strip().splitlines()[-1])["turns"]
+    assert len(turns) == 1 and turns[0]["prefilled"] == turns[0]["conversation"]
