@@ -249,3 +249,17 @@ def test_chat_with_a_repo_id_from_the_hub_cache(chat_ckpt: Path, tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     turns = json.loads(proc.stdout.strip().splitlines()[-1])["turns"]
     assert len(turns) == 1 and turns[0]["prefilled"] == turns[0]["conversation"]
+
+
+def test_a_conversation_that_outgrows_the_context_is_refused_and_the_chat_goes_on(chat_ckpt: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "portagpt", "chat", str(chat_ckpt), "--max-context", "60",
+         "--max-new-tokens", "4", "--json"],
+        input="hi\n" + "a very long question " * 10 + "\n/reset\nhi again\n",
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "holds 60" in " ".join(proc.stderr.split()) and "/reset" in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [m["content"] for m in out["messages"] if m["role"] == "user"] == ["hi again"]
