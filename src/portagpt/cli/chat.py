@@ -13,8 +13,7 @@ Ctrl-C stops the current answer (the conversation goes on), Ctrl-D (end of
 input) quits; ``/reset`` starts over (also what to do when the conversation
 outgrows ``--max-context``: the turn is refused and the session goes on).
 ``--json`` ends stdout with one JSON object: the messages and, per turn, the
-prefill counts. A checkpoint without
-a chat template is refused.
+prefill counts. A checkpoint without a chat template is refused.
 """
 
 from __future__ import annotations
