@@ -24,8 +24,11 @@ context. ``torchrun --nproc-per-node N -m portagpt train ...`` trains with DDP
 Everything is checked before the run folder is created: flags, the data
 (missing or empty files, a split shorter than one window) and the model's
 context length, so a bad call leaves nothing behind. ``--resume`` continues
-the run in ``--out`` exactly where its checkpoint stopped; flags left out are
-taken from the checkpoint, and ``--epochs`` is the total to reach.
+the run in ``--out`` exactly where its checkpoint stopped; flags left out
+(``--family`` too) are taken from the checkpoint, and ``--epochs`` is the total
+to reach. The run folder has one writer at a time (an OS lock held for the
+whole run); see :mod:`portagpt.core.run_folder` for that and for what
+``--overwrite`` may touch.
 
 The command parses and prints; the rules live in :mod:`portagpt.core.run`
 (``plan_training`` decides and checks, ``execute`` trains) behind
@@ -127,7 +130,11 @@ def _optimizer_flags(a: Any) -> None:
 def _run_and_machine_flags(a: Any) -> None:
     a("--out", metavar="DIR", help="run folder (default runs/<family>-<preset>)")
     a("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    a("--overwrite", action="store_true", help="replace the outputs of an earlier run in --out")
+    a(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in --out (its checkpoint stays until the new one replaces it)",
+    )
     a("--seed", type=int, help="seed of weights, data order and dropout (default 123)")
     a("--prompt", help="prompt of the per-epoch sample (default 'Every effort moves you')")
     a("--sample-tokens", type=int, help="tokens in the per-epoch sample; 0 skips it (default 50)")

@@ -62,7 +62,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import UsageError
 from .checkpoint import load_training_state, load_weights, save_checkpoint, unwrap_model
-from .checkpoint_format import atomic_write_bytes
+from .checkpoint_format import atomic_write_bytes, disk_full
 from .loss import adamw, chunked_cross_entropy
 from .rules import Rule, check_rules, finite, one_of, whole
 from .run_folder import CHECKPOINT_DIR, run_folder_lock, write_run_info
@@ -536,8 +536,12 @@ class Trainer:
 
     def _write_metric(self, record: dict[str, Any]) -> None:
         if self._writes():
-            with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            line = json.dumps(record) + "\n"
+            try:
+                with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                    f.write(line)
+            except OSError as exc:
+                raise disk_full(exc, self.out_dir / METRICS_FILE, len(line)) or exc from None
 
     def _write_samples(self) -> None:
         if self._writes():
