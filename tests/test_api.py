@@ -267,7 +267,8 @@ def test_api_errors_are_the_commands_errors(capsys, tmp_path, call, argv, error)
 def test_generate_checks_its_options_like_the_command(capsys, checkpoint) -> None:
     with pytest.raises(UsageError) as caught:
         portagpt.generate(checkpoint, prompt=PROMPT, max_new_tokens=0)
-    argv = ["generate", "--checkpoint", str(checkpoint), "--prompt", PROMPT, "--max-new-tokens", "0"]
+    argv = ["generate", "--checkpoint", str(checkpoint), "--prompt", PROMPT]
+    argv += ["--max-new-tokens", "0"]
     assert " ".join(str(caught.value).split()) == cli_error(capsys, *argv)
 
 
