@@ -177,8 +177,8 @@ def test_every_reader_sees_the_last_checkpoint_after_a_crash_mid_swap(run, tmp_p
 
 
 def test_refused_resume_leaves_the_run_folder_byte_identical(run) -> None:
-    with unchanged(run):
-        result = run_cli(*resume(run, epochs=1))  # already trained 1 epoch
+    with unchanged(run):  # already trained 1 epoch; the new batch size would go into run.json
+        result = run_cli(*resume(run, epochs=1), "--batch-size", "2")
     assert_clean_error(result, "--epochs", "already trained 1 epoch")
 
 
