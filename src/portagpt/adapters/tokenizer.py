@@ -228,7 +228,11 @@ class HFTokenizer(ChatTemplateMixin):
             return v if isinstance(v, str) else None
 
         specials = {k: t for k in ("bos_token", "eos_token", "pad_token", "unk_token") if (t := token_text(k))}
-        unknown = [k for k in ("bos_token", "eos_token", "pad_token") if k in specials and tok.token_to_id(specials[k]) is None]
+        unknown = [
+            k
+            for k in ("bos_token", "eos_token", "pad_token")
+            if k in specials and tok.token_to_id(specials[k]) is None
+        ]
         if unknown:
             k = unknown[0]
             raise TokenizerError(

@@ -2,11 +2,15 @@
 
 1. Locate the weights (``sources.py``, ``hub.py``) and open them without
    reading tensor data: safetensors headers, or a memory-mapped ``.pth``.
-2. Decide the family and config (``configs.py``).
+2. Decide the family and config (``configs.py``); every config value is
+   checked for type and range, and the layer/expert counts against the
+   headers' names (``config_values.py``), before anything is built.
 3. :func:`prepare`: build the model on the meta device, map the checkpoint's
    names and shapes through the family's weight map with meta tensors, and
    compare (``checks.py``): every missing, unexpected and mismatched tensor is
-   reported at once, before any weight is read.
+   reported at once, before any weight is read. A tied copy the checkpoint
+   stores anyway is compared with its source; one that differs unties the
+   model instead of being dropped (``ties.py``).
 4. :func:`materialise`: read each tensor, map it, cast it, move it, and
    ``load_state_dict(strict=False, assign=True)`` into the meta model; tie
    explicitly, recompute non-persistent buffers, and verify nothing is left
@@ -41,14 +45,20 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
-from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
+from ..core.checkpoint_format import (  # noqa: F401  (re-exported)
+    FAMILY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION_KEY,
+    TIED_KEY,
+    check_format_version,
+)
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
 from .safetensors_index import TensorIndex
 from .sources import Located
-from .ties import verify_ties
 from .state_dict import StateDictSource
+from .ties import verify_ties
 
 STRIP_PREFIXES = ("_orig_mod.", "module.")
 LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
@@ -569,7 +579,9 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt"
+)
 
 
 def shipped_tokenizer(folder: Path | None) -> list[str]:
@@ -609,7 +621,7 @@ def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bo
 
 def read_sidecar(folder: Path) -> dict[str, Any] | None:
     path = folder / SIDECAR
-    return read_json(path, SIDECAR) if path.is_file() else None
+    return check_format_version(read_json(path, SIDECAR), path) if path.is_file() else None
 
 
 def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> None:
@@ -691,7 +703,9 @@ def load_located(
     else:
         from .hf import load_with_transformers
 
-        model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
+        model = load_with_transformers(
+            loc.folder, choice.family, want, device, choice.config, override=bool(choice.notes)
+        )
     if isinstance(source, StateDictSource):
         source.close()
     if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:
