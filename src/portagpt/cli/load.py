@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..loaders import locate_source
     from ..loaders.integrity import check_files
-    from ..loaders.pipeline import load_located
+    from ..loaders.load import load_located
 
     from ..core.generate import check_options
 
