@@ -145,19 +145,18 @@ def hf_config(name: str):  # noqa: ANN201 - a transformers config
     from transformers import AutoConfig
 
     from portagpt.families.gemma3.config import PRESETS as GEMMA3
-    from portagpt.families.gemma3.config import config_to_hf as gemma3_to_hf
+    from portagpt.families.gemma3.config import Gemma3Config
     from portagpt.families.gpt2.config import PRESETS as GPT2
     from portagpt.families.gpt2.config import GPT2Config
-    from portagpt.families.gpt2.config import config_to_hf as gpt2_to_hf
 
     if name == "tiny":
-        d = gpt2_to_hf(
+        d = GPT2Config.to_hf(
             GPT2Config(vocab_size=512, context_length=256, emb_dim=64, n_heads=4, n_layers=2)
         )
     elif name == "124M":
-        d = gpt2_to_hf(GPT2["124M"].config)
+        d = GPT2Config.to_hf(GPT2["124M"].config)
     elif name == "270M":
-        d = gemma3_to_hf(GEMMA3["270M"].config)
+        d = Gemma3Config.to_hf(GEMMA3["270M"].config)
     else:
         raise SystemExit(f"unknown model {name!r}: choose tiny, 124M, 270M")
     d = dict(d)

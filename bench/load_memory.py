@@ -68,9 +68,9 @@ def hf_config(model: str):  # noqa: ANN201
     if model == "gemma3":
         from transformers import AutoConfig
 
-        from portagpt.families.gemma3.config import PRESETS, config_to_hf
+        from portagpt.families.gemma3.config import PRESETS, Gemma3Config
 
-        d = dict(config_to_hf(PRESETS["270M"].config))  # Gemma 3 270M's shapes
+        d = dict(Gemma3Config.to_hf(PRESETS["270M"].config))  # Gemma 3 270M's shapes
         return AutoConfig.for_model(d.pop("model_type"), **d)
     from transformers import Qwen3Config
 

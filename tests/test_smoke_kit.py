@@ -17,7 +17,7 @@ import torch
 import torch._dynamo  # noqa: F401 - pytester's inline runs: see the comment below
 
 from portagpt.core.cache import LayerSpec
-from portagpt.families.gpt2.config import config_from_hf as gpt2_config_from_hf
+from portagpt.families.gpt2.config import GPT2Config
 from portagpt.families.gpt2.model import GPT2Model
 from portagpt.families.gpt2.plugin import FAMILY as GPT2
 from portagpt.registry import build_registry
@@ -87,7 +87,7 @@ def _mutant(**changes):
         ({"build_model": _ForgetsCache}, "cache_matches_full_forward", "KV cache differs"),
         ({"cache_specs": lambda cfg: [LayerSpec(cfg.n_heads, cfg.head_dim, 3)] * cfg.n_layers},
          "forward_fp32", "layer_specs"),
-        ({"config_from_hf": lambda hf: dataclasses.replace(gpt2_config_from_hf(hf), layer_norm_eps=1e-3)},
+        ({"config_from_hf": lambda hf: dataclasses.replace(GPT2Config.from_hf(hf), layer_norm_eps=1e-3)},
          "config_roundtrip", "layer_norm_epsilon"),
         ({"build_model": lambda cfg: _Nan(cfg)}, "finite_loss", "cross-entropy at init is nan"),
     ],
@@ -189,12 +189,11 @@ def test_subclassing_family_conformance_gives_every_check_as_a_test(pytester):
 PACKAGE_FAMILY = '''
 import dataclasses
 
-from portagpt.families.gpt2.config import config_to_hf as gpt2_config_to_hf
 from portagpt.families.gpt2.plugin import FAMILY as GPT2
 
 
 def config_to_hf(cfg):
-    return {**gpt2_config_to_hf(cfg), "model_type": "pkggpt"}
+    return {**GPT2.config_to_hf(cfg), "model_type": "pkggpt"}
 
 
 FAMILY = dataclasses.replace(

@@ -279,7 +279,7 @@ def test_tiny_preset_is_a_few_million_params_with_gpt2_vocab():
 
 
 # ---- tokenizer ------------------------------------------------------------------------
-def test_no_folder_gives_gpt2_tokenizer_when_the_vocab_fits():
+def test_no_folder_gives_the_bundled_bpe_when_the_vocab_fits():
     tok = FAMILY.load_tokenizer(None, FAMILY.preset("tiny"))
     assert tok.vocab_size == 50257 and tok.decode(tok.encode("Hello, world")) == "Hello, world"
     with pytest.raises(TokenizerError, match="too small for the bundled BPE"):

@@ -28,11 +28,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..core.checkpoint import SIDECAR_FILE
+from ..core.checkpoint_format import SIDECAR_FILE
 from ..errors import TokenizerError
 
 BPE_FILE = "data/r50k_base.tiktoken"
 BPE_EOT = 50256  # <|endoftext|>
+BPE_VOCAB = 50257
 # The byte-level BPE's pre-tokenisation pattern (as tiktoken's r50k_base writes it).
 BPE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -227,7 +228,11 @@ class HFTokenizer(ChatTemplateMixin):
             return v if isinstance(v, str) else None
 
         specials = {k: t for k in ("bos_token", "eos_token", "pad_token", "unk_token") if (t := token_text(k))}
-        unknown = [k for k in ("bos_token", "eos_token", "pad_token") if k in specials and tok.token_to_id(specials[k]) is None]
+        unknown = [
+            k
+            for k in ("bos_token", "eos_token", "pad_token")
+            if k in specials and tok.token_to_id(specials[k]) is None
+        ]
         if unknown:
             k = unknown[0]
             raise TokenizerError(

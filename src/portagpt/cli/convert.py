@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..api import check_shard_size  # noqa: F401 - the --max-shard-size rule (the API's)
 from .load import add_source_args, checkpoint_path, human_bytes
 
 
@@ -36,44 +37,14 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.set_defaults(func=run)
 
 
-def check_shard_size(text: str) -> int:
-    """``--max-shard-size`` in bytes (e.g. 5GB, 500MB, 20KB, or a plain byte count), > 0."""
-    from huggingface_hub.serialization._base import parse_size_to_int
-
-    from ..errors import UsageError
-
-    try:
-        size = int(text) if str(text).strip().isdigit() else parse_size_to_int(str(text).strip())
-    except (ValueError, TypeError):
-        size = 0
-    if size <= 0:
-        raise UsageError(
-            f"--max-shard-size {text!r} is not a size: give a positive number of bytes or a number "
-            "with a unit (KB, MB, GB, TB), e.g. --max-shard-size 5GB."
-        )
-    return size
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..loaders import convert, locate_source
+    from .. import api
 
-    check_shard_size(args.max_shard_size)
-    path = checkpoint_path(args)
-    if path is None:
-        if args.repo_id is None:
-            raise UsageError("Nothing to convert: pass a checkpoint PATH or --repo-id ID.")
-        path = str(locate_source(repo_id=args.repo_id, revision=args.revision).folder)
-    result = convert(
-        path,
-        args.to,
-        args.out,
-        family=args.family,
-        preset=args.preset,
-        config=args.config,
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-    )
+    result = api.convert(
+        checkpoint_path(args), to=args.to, out=args.out, repo_id=args.repo_id,
+        revision=args.revision, family=args.family, preset=args.preset, config=args.config,
+        dtype=args.dtype, max_shard_size=args.max_shard_size,
+    ).to_dict()  # fmt: skip
     if args.json:
         print(json.dumps(result))
     elif result["layout"] not in ("hf", "native"):  # a foreign format's files

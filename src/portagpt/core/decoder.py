@@ -48,7 +48,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: Any, layer_idx: int) -> None:
         super().__init__()
         d, hd, bias = cfg.hidden_size, cfg.head_dim, cfg.attention_bias
-        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = hd
         self.scale: float | None = None
         self.q_proj = Linear(d, self.n_heads * hd, bias=bias)
         self.k_proj = Linear(d, self.n_kv * hd, bias=bias)
@@ -127,7 +128,7 @@ class CausalLM(nn.Module):
     Class attributes a family may set: ``layer`` (its block), ``rope_dtype``
     (None: the activations' dtype; ``torch.float32`` keeps cos/sin in fp32),
     ``embed_name`` / ``head_name`` (the tied pair). Hooks: :meth:`build` (the
-    modules), :meth:`embed`, :meth:`blocks`, :meth:`final_norm`, :meth:`logits`.
+    modules), :meth:`embed`, :meth:`blocks`, :meth:`normalize` (the final norm), :meth:`logits`.
     """
 
     layer: type[DecoderLayer] = DecoderLayer
@@ -170,7 +171,8 @@ class CausalLM(nn.Module):
         patterns = dict.fromkeys(_INDEX.sub("{}", n) for n in names if n != head)
         rules: list[Rule] = identity(*patterns)
         rules += identity(head, optional=cfg.tie_word_embeddings)
-        rules += [drop("model.rotary_emb.inv_freq"), drop("model.layers.{}.self_attn.rotary_emb.inv_freq")]
+        stale = ("model.rotary_emb.inv_freq", "model.layers.{}.self_attn.rotary_emb.inv_freq")
+        rules += [drop(n) for n in stale]
         return WeightMap(rules)
 
     # ---- weights -------------------------------------------------------------------------
@@ -195,7 +197,7 @@ class CausalLM(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.model.layers
 
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,4 +226,4 @@ class CausalLM(nn.Module):
         ctx.finish()
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return self.logits(self.final_norm(x))  # (B, T, vocab)
+        return self.logits(self.normalize(x))  # (B, T, vocab)

@@ -11,8 +11,10 @@ How a call goes:
   remembers which keys are padding);
 * each step computes logits for the last position only (``logits_to_keep=1``),
   picks the next token (greedy, or temperature -> top-k -> top-p -> min-p ->
-  sample), and writes it into a preallocated (B, P + max_new_tokens) buffer,
-  so nothing grows per step;
+  sample), and writes it into a (B, ...) ids buffer that starts 256 slots
+  past the prompt and doubles when full (a huge ``max_new_tokens`` costs
+  nothing up front; the copies are O(1) amortised per step). Non-finite
+  logits stop the call with :class:`~portagpt.errors.NonFiniteError`;
 * the context is the last ``context_length`` tokens (chapter 5's
   ``idx[:, -context_size:]``). The cache is used while prompt + generated fits
   in the context; past it every step recomputes over the cropped window
@@ -168,8 +170,13 @@ def next_token(
     min_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
-    if temperature == 0:
+    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled.
+
+    Each row is shifted so its largest logit is 0 before dividing by the
+    temperature, so a tiny temperature sends the others to -inf (never inf,
+    never NaN); below float32's smallest normal number it is greedy outright.
+    """
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or too small for float32: greedy
         return logits.argmax(dim=-1)
     logits = logits.float()
     # shift so each row's largest logit is 0 before dividing: the same distribution, but a tiny
@@ -350,7 +357,7 @@ class _Run:
         # what the model is fed: padding slots hold id 0 (masked out), never pad_token_id,
         # which may be any sentinel (it is only what finished rows report). The buffer grows
         # with the tokens made (see _room), so a huge max_new_tokens costs nothing up front.
-        size = min(total, P + max(64, context_length))
+        size = min(total, P + 256)
         self.seq = torch.zeros((B, size), dtype=torch.long, device=device)
         self.real = torch.ones((B, size), dtype=torch.bool, device=device)
         for r, ids in enumerate(rows):

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
 from ..loaders.configs import ConfigChoice, read_json
 from ..loaders.foreign import ForeignFormat
@@ -186,15 +186,23 @@ def book_state(prep: Prepared, source: Source) -> dict[str, torch.Tensor]:
     return out
 
 
-def _atomic_bytes(dst: Path, write: Any) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent)
-    os.close(fd)
+def _atomic_bytes(dst: Path, write: Any, needed: int | None = None) -> Path:
+    """``write(tmp)`` into a temporary beside ``dst`` (renamed by the caller); a full disk is
+    one paragraph naming ``dst`` (checkpoint_format's rules)."""
+    tmp = fmt.temp_name(dst)
+    fmt.ignore_file_size_signal()
     try:
-        write(Path(tmp))
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return Path(tmp)
+        write(tmp)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        hint = f"{str(dst)!r} was not written; free some space (or raise the limit) and convert again."
+        raise fmt.disk_full(exc, dst, needed, hint) or exc from None
+    return tmp
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    with open(path, "wb") as f:  # a file object: a write error keeps its errno
+        torch.save(obj, f)
 
 
 def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[str, Any]:
@@ -217,7 +225,8 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
     book = book_dict(prep.config)
     state = book_state(prep, source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_pth = _atomic_bytes(out, lambda p: torch.save(state, p))
+    needed = sum(t.numel() * t.element_size() for t in state.values())
+    tmp_pth = _atomic_bytes(out, lambda p: _torch_save(state, p), needed)
     try:
         tmp_cfg = _atomic_bytes(cfg_out, lambda p: p.write_text(json.dumps(book, indent=2) + "\n"))
     except BaseException:

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from ..core.checkpoint_format import writing
 from ..errors import CheckpointError, ConfigError, UsageError
 from ..loaders.configs import ConfigChoice, config_from_hf, read_json
 from ..loaders.export import atomic_folder, hf_tensors
@@ -385,8 +386,10 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
     if "output.weight" not in state:  # tied here; Meta's model always has its own output
         state["output.weight"] = state["tok_embeddings.weight"].clone()
     copied = []
-    with atomic_folder(Path(out)) as tmp:
-        torch.save(state, tmp / "consolidated.00.pth")
+    needed = sum(t.numel() * t.element_size() for t in state.values())
+    with atomic_folder(Path(out), needed) as tmp:
+        with writing(tmp / "consolidated.00.pth") as path, open(path, "wb") as f:
+            torch.save(state, f)  # a file object: a full disk keeps its errno
         (tmp / PARAMS).write_text(json.dumps(params, indent=2) + "\n")
         if src is not None and (Path(src) / "tokenizer.model").is_file():
             (tmp / "tokenizer.model").write_bytes((Path(src) / "tokenizer.model").read_bytes())

@@ -56,7 +56,7 @@ class ConfigChoice:
     config: Any
     source: str  # "config.json", "portagpt.json", "--config PATH", "preset NAME", ...
     changes: list[str] = field(default_factory=list)  # fields adjusted from the preset
-    notes: list[str] = field(default_factory=list)  # what the loader decided that the user should know
+    notes: list[str] = field(default_factory=list)  # what the loader decided (e.g. untied a head)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:

@@ -67,7 +67,9 @@ def load_located(
     elif loader == "state_dict":
         model = materialise_eager(prep, read_whole(loc), want, device, where)
     else:
-        model = load_with_transformers(loc.folder, choice.family, want, device, choice.config)
+        model = load_with_transformers(
+            loc.folder, choice.family, want, device, choice.config, override=bool(choice.notes)
+        )
     if isinstance(source, StateDictSource):
         source.close()
     if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:

@@ -3,11 +3,15 @@
 1. Locate the weights (``sources.py``, ``hub.py``) and open them without
    reading tensor data: safetensors headers, or a memory-mapped ``.pth``.
 2. Decide the family and config (``configs.py``; ``choice.py`` picks them and
-   runs the strict check of step 3).
+   runs the strict check of step 3); every config value is checked for type
+   and range, and the layer/expert counts against the headers' names
+   (``config_values.py``), before anything is built.
 3. :func:`prepare`: build the model on the meta device, map the checkpoint's
    names and shapes through the family's weight map with meta tensors, and
    compare (``checks.py``): every missing, unexpected and mismatched tensor is
-   reported at once, before any weight is read.
+   reported at once, before any weight is read. A tied copy the checkpoint
+   stores anyway is compared with its source; one that differs unties the
+   model instead of being dropped (``ties.py``).
 4. :func:`materialise`: read each tensor, map it, cast it, move it, and
    ``load_state_dict(strict=False, assign=True)`` into the meta model; tie
    explicitly, recompute non-persistent buffers, and verify nothing is left
@@ -42,7 +46,13 @@ from torch import nn
 
 from ..adapters.family import Family
 from ..adapters.weights import IDENTITY, Rule, Step
-from ..core.checkpoint_format import FAMILY_KEY, FORMAT_KEY, FORMAT_VERSION_KEY, TIED_KEY  # noqa: F401
+from ..core.checkpoint_format import (  # noqa: F401  (re-exported)
+    FAMILY_KEY,
+    FORMAT_KEY,
+    FORMAT_VERSION_KEY,
+    TIED_KEY,
+    check_format_version,
+)
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
@@ -529,7 +539,9 @@ class Loaded:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt")
+TOKENIZER_FILES = (
+    "tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "merges.txt"
+)
 
 
 def shipped_tokenizer(folder: Path | None) -> list[str]:
@@ -569,7 +581,7 @@ def load_tokenizer_for(fam: Family, folder: Path | None, cfg: Any, tokenizer: bo
 
 def read_sidecar(folder: Path) -> dict[str, Any] | None:
     path = folder / SIDECAR
-    return read_json(path, SIDECAR) if path.is_file() else None
+    return check_format_version(read_json(path, SIDECAR), path) if path.is_file() else None
 
 
 def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> None:

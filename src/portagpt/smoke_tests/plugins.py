@@ -67,7 +67,12 @@ def _import_file(path: Path) -> Any:
         if loader_spec is None or loader_spec.loader is None:
             raise ImportError(f"{str(path)!r} is not an importable Python file")
         plugin = importlib.util.module_from_spec(loader_spec)
-        loader_spec.loader.exec_module(plugin)
+        sys.modules[loader_spec.name] = plugin  # dataclasses (and pickling) look modules up here
+        try:
+            loader_spec.loader.exec_module(plugin)
+        except BaseException:
+            del sys.modules[loader_spec.name]
+            raise
         return plugin
     root, dotted = found
     if str(root) not in sys.path:
