@@ -118,7 +118,7 @@ def run_checks(
     from .core.generate import check_options
     from .loaders import locate_source
     from .loaders.integrity import check_files
-    from .loaders.pipeline import load_located
+    from .loaders.load import load_located
 
     check_options(max_new_tokens)
     rss0 = current_rss()

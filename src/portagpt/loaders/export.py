@@ -36,13 +36,13 @@ from ..adapters.family import Family
 from ..adapters.weights import WeightMap
 from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
+from .choice import check_source
 from .configs import family_of_config
 from .pipeline import (
     FORMAT_KEY,
     Prepared,
     Source,
     _own,
-    check_source,
     main_dtype,
     mapped_tensors,
     parse_dtype,
