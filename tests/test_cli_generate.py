@@ -53,14 +53,14 @@ def _json(capsys: pytest.CaptureFixture[str], folder: Path, *argv: str) -> dict:
 def test_json_greedy_ids_match_transformers_generate_with_and_without_cache(
     capsys: pytest.CaptureFixture[str], checkpoint: tuple[Path, torch.nn.Module]
 ) -> None:
-    from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+    from portagpt.adapters import bundled_bpe
     from portagpt.smoke_tests.reference import hf_greedy
 
     folder, hf_model = checkpoint
     # 4 prompt ids + 32 new (the CLI's cap: the context) > 32 positions: the context crop
     # applies too, as in transformers (which cannot go past n_positions), so compare the first 28
     result = _json(capsys, folder, "--max-new-tokens", "32")
-    tok = gpt2_tokenizer()
+    tok = bundled_bpe()
     assert result["family"] == "gpt2"
     assert result["prompt_ids"] == tok.encode(PROMPT)
     assert len(result["new_ids"]) == 32
@@ -165,9 +165,9 @@ def _pieces(tok: object, prompt_ids: list[int], new_ids: list[int]) -> str:
 
 
 def test_text_stream_joins_characters_split_across_byte_tokens() -> None:
-    from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+    from portagpt.adapters import bundled_bpe
 
-    tok = gpt2_tokenizer()
+    tok = bundled_bpe()
     ids = tok.encode("Every effort moves you 🙂 naïve 漢字 ok")
     assert len(ids) > len(
         "Every effort moves you 🙂 naïve 漢字 ok".split()
@@ -201,7 +201,7 @@ def test_portagpt_training_checkpoint_generates_what_the_in_memory_model_does(
     from portagpt.core.generate import generate
     from portagpt.families.gpt2.model import GPT2Model
     from portagpt.families.gpt2.plugin import FAMILY
-    from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+    from portagpt.adapters import bundled_bpe
 
     # the chapter-5 training layout (no qkv bias): only the portagpt sidecar describes it
     cfg = replace(
@@ -213,7 +213,7 @@ def test_portagpt_training_checkpoint_generates_what_the_in_memory_model_does(
         for p in model.parameters():
             p.mul_(3)
     save_checkpoint(tmp_path / "ckpt", model, family=FAMILY, model_config=cfg, meta={"step": 1})
-    prompt_ids = gpt2_tokenizer().encode(PROMPT)
+    prompt_ids = bundled_bpe().encode(PROMPT)
     want = generate(model, prompt_ids, max_new_tokens=10, stop_token_ids=[50256])
     got = _json(capsys, tmp_path / "ckpt", "--max-new-tokens", "10")
     assert got["prompt_ids"] == prompt_ids

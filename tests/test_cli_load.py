@@ -111,5 +111,8 @@ def test_inspect_of_a_pth_without_config_explains_what_to_pass(tmp_path: Path, c
     assert main(["inspect", str(tmp_path / "model.pth")]) == 1
     out = capsys.readouterr().out
     assert "family     unknown" in out and "pass --family gpt2" in " ".join(out.split())
-    assert main(["inspect", str(tmp_path / "model.pth"), "--family", "gpt2", "--json"]) == 0
+    assert main(["inspect", str(tmp_path / "model.pth"), "--family", "gpt2", "--json"]) == 1
+    assert "pass --preset" in json.loads(capsys.readouterr().out)["error"]  # heads are never guessed
+    args = ["inspect", str(tmp_path / "model.pth"), "--family", "gpt2", "--preset", "tiny", "--json"]
+    assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["config_source"].startswith("preset")

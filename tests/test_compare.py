@@ -56,11 +56,11 @@ def test_text_split_gives_every_tokenizer_the_same_bytes(tmp_path) -> None:
     assert "".join(train) + "".join(val) == whole
     assert sum(map(len, train)) == int(0.75 * len(whole))
 
-    from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+    from portagpt.adapters import bundled_bpe
 
-    data = tokenize_split(train, val, gpt2_tokenizer())
+    data = tokenize_split(train, val, bundled_bpe())
     assert data.val_bytes == len("".join(val).encode("utf-8"))  # é counts two bytes
-    assert data.val_ids[0] == gpt2_tokenizer().eos_token_id  # so the first real token is scored
+    assert data.val_ids[0] == bundled_bpe().eos_token_id  # so the first real token is scored
 
 
 def test_compare_trains_each_family_alike_and_writes_table_json_and_plot(tmp_path, capsys):

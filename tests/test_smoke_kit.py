@@ -17,7 +17,7 @@ import torch
 import torch._dynamo  # noqa: F401 - pytester's inline runs: see the comment below
 
 from portagpt.core.cache import LayerSpec
-from portagpt.families.gpt2.config import config_from_hf as gpt2_config_from_hf
+from portagpt.families.gpt2.config import GPT2Config
 from portagpt.families.gpt2.model import GPT2Model
 from portagpt.families.gpt2.plugin import FAMILY as GPT2
 from portagpt.registry import build_registry
@@ -87,7 +87,7 @@ def _mutant(**changes):
         ({"build_model": _ForgetsCache}, "cache_matches_full_forward", "KV cache differs"),
         ({"cache_specs": lambda cfg: [LayerSpec(cfg.n_heads, cfg.head_dim, 3)] * cfg.n_layers},
          "forward_fp32", "layer_specs"),
-        ({"config_from_hf": lambda hf: dataclasses.replace(gpt2_config_from_hf(hf), layer_norm_eps=1e-3)},
+        ({"config_from_hf": lambda hf: dataclasses.replace(GPT2Config.from_hf(hf), layer_norm_eps=1e-3)},
          "config_roundtrip", "layer_norm_epsilon"),
         ({"build_model": lambda cfg: _Nan(cfg)}, "finite_loss", "cross-entropy at init is nan"),
     ],
@@ -183,3 +183,70 @@ def test_subclassing_family_conformance_gives_every_check_as_a_test(pytester):
     res.stdout.fnmatch_lines([f"test_mine.py::TestMine::test_{n}" for n in CHECK_NAMES])
     res = pytester.runpytest("-p", "no:cacheprovider", "-k", "config_roundtrip or forward_fp32")
     res.assert_outcomes(passed=2)
+
+
+# ---- --plugin FILE: the documented package layout ----------------------------------------
+PACKAGE_FAMILY = '''
+import dataclasses
+
+from portagpt.families.gpt2.plugin import FAMILY as GPT2
+
+
+def config_to_hf(cfg):
+    return {**GPT2.config_to_hf(cfg), "model_type": "pkggpt"}
+
+
+FAMILY = dataclasses.replace(
+    GPT2, name="pkggpt", hf_model_types=("pkggpt",), config_to_hf=config_to_hf,
+    transformers_class=None, default_repo_id=None, description="GPT-2 from a plugin package",
+)
+'''
+PACKAGE_PLUGIN = '''
+from portagpt import hookimpl
+
+from .family import FAMILY  # a relative import, as in the documented layout
+
+
+@hookimpl
+def portagpt_register_families(register):
+    register(FAMILY)
+'''
+
+
+def _plugin_package(root):
+    pkg = root / "src" / "pkgfam"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "family.py").write_text(PACKAGE_FAMILY)
+    (pkg / "plugin.py").write_text(PACKAGE_PLUGIN)
+    return pkg / "plugin.py"
+
+
+def _smoke(*argv):
+    env = {**os.environ, "PORTAGPT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    cmd = [sys.executable, "-m", "portagpt", "smoke", *map(str, argv), "--check", "meta_build"]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def test_smoke_plugin_file_inside_a_package_imports_with_its_relative_imports(tmp_path):
+    res = _smoke("--plugin", _plugin_package(tmp_path), "--family", "pkggpt")
+    assert res.returncode == 0, res.stderr
+    assert "family 'pkggpt' (plugin 'plugin', distribution local:" in res.stdout
+    assert "PASS meta_build" in res.stdout
+
+
+def test_smoke_plugin_already_installed_is_checked_once_with_a_note(tmp_path):
+    res = _smoke("--plugin", "portagpt.families.gpt2.plugin", "--family", "gpt2")
+    assert res.returncode == 0, res.stderr
+    assert "already installed (plugin 'portagpt.gpt2')" in res.stderr
+    assert "already registered" not in res.stderr + res.stdout
+    assert "plugin problem" not in res.stderr
+
+
+def test_smoke_plugin_file_shadowed_by_another_copy_is_a_clean_error(tmp_path):
+    first, second = _plugin_package(tmp_path / "a"), _plugin_package(tmp_path / "b")
+    res = _smoke("--plugin", first, "--plugin", second, "--family", "pkggpt")
+    assert res.returncode == 2
+    assert res.stderr.startswith("portagpt: error: ") and "Traceback" not in res.stderr
+    message = " ".join(res.stderr.split())
+    assert "is the module 'pkgfam.plugin'" in message and "already imported from" in message

@@ -87,10 +87,10 @@ def test_every_family_trains_from_scratch_and_reloads_with_its_tokenizer(tmp_pat
     assert side["run"]["tokenizer"] == run["tokenizer"]
 
     model, tok = portagpt.load(out)  # the run folder stands for its checkpoint
-    from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+    from portagpt.adapters import bundled_bpe
 
     sample = "Every effort moves you"
-    assert tok is not None and tok.encode(sample) == gpt2_tokenizer().encode(sample)
+    assert tok is not None and tok.encode(sample) == bundled_bpe().encode(sample)
     saved = load_file(str(out / "checkpoint" / "model.safetensors"))
     state = model.state_dict()
     for name, tensor in saved.items():

@@ -201,6 +201,8 @@ def build_registry(
                 continue
             dists[ep.name] = (dist, dver)
     for plugin, name, dist in extra_plugins:
+        if pm.is_registered(plugin):
+            continue  # installed already (an entry point, a built-in or a repeat): registered once
         try:
             pm.register(plugin, name=name)
         except KeyboardInterrupt:

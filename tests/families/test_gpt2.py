@@ -14,7 +14,7 @@ from transformers import GPT2Config as HFGPT2Config
 
 from portagpt.core.generate import generate
 from portagpt.families.gpt2.plugin import FAMILY
-from portagpt.families.gpt2.tokenizer import gpt2_tokenizer
+from portagpt.adapters import bundled_bpe
 from portagpt.loaders import load
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
 
@@ -68,7 +68,7 @@ def test_left_padded_batch_matches_transformers_with_a_mask(pair) -> None:  # no
 
 
 def test_tokenizer_is_gpt2_bpe_offline() -> None:
-    tok = gpt2_tokenizer()
+    tok = bundled_bpe()
     assert tok.encode("Hello, I am") == [15496, 11, 314, 716]
     assert tok.decode(tok.encode("Every effort moves you")) == "Every effort moves you"
     assert tok.encode("<|endoftext|>") == [50256]

@@ -274,7 +274,7 @@ def test_config_round_trips_through_config_json(preset):
     d = dict(hf)
     tcfg = AutoConfig.for_model(d.pop("model_type"), **d)
     assert type(tcfg).__name__ == ("Qwen3MoeConfig" if cfg.is_moe else "Qwen3Config")
-    assert tcfg.rope_parameters == cfg.rope().to_hf()
+    assert tcfg.rope_parameters == cfg.rope.to_hf()
     assert tcfg.head_dim == cfg.head_dim and tcfg.num_key_value_heads == cfg.num_key_value_heads
     if cfg.is_moe:
         assert (tcfg.num_experts, tcfg.norm_topk_prob) == (cfg.num_experts, cfg.norm_topk_prob)
@@ -350,7 +350,7 @@ def test_tiny_presets_are_a_few_million_params_with_gpt2_vocab():
 
 
 # ---- tokenizer ------------------------------------------------------------------------
-def test_no_folder_gives_gpt2_tokenizer_when_the_vocab_fits():
+def test_no_folder_gives_the_bundled_bpe_when_the_vocab_fits():
     tok = FAMILY.load_tokenizer(None, FAMILY.preset("tiny"))
     assert tok.vocab_size == 50257 and tok.decode(tok.encode("Hello, world")) == "Hello, world"
     with pytest.raises(TokenizerError, match="too small for the bundled BPE"):

@@ -11,7 +11,7 @@ import torch
 import portagpt
 from portagpt.errors import ConfigError, WeightMismatchError
 from portagpt.loaders import load_full
-from portagpt.loaders.configs import choose
+from portagpt.loaders.choice import choose
 from portagpt.loaders.sources import locate
 from portagpt.loaders.state_dict import StateDictSource
 from portagpt.registry import get_family
@@ -45,9 +45,15 @@ def ch5_pth(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Mo
     return folder / "model.pth", model.eval()
 
 
-def test_chapter5_model_pth_loads_with_family_alone(ch5_pth) -> None:
+def test_with_family_alone_the_fitted_preset_is_named_but_its_head_count_never_taken(ch5_pth) -> None:
+    path, _ = ch5_pth
+    with pytest.raises(ConfigError, match=r"fit gpt2's preset 'tiny'.*n_heads=4.*pass --preset tiny"):
+        load_full(path, family="gpt2")
+
+
+def test_chapter5_model_pth_loads_with_the_preset_confirmed(ch5_pth) -> None:
     path, reference = ch5_pth
-    loaded = load_full(path, family="gpt2")
+    loaded = load_full(path, family="gpt2", preset="tiny")
     assert loaded.config.context_length == 128 and not loaded.config.qkv_bias
     assert not loaded.config.tie_word_embeddings
     assert loaded.extras["config_source"].startswith("preset tiny adjusted")
@@ -87,7 +93,7 @@ def test_real_chapter5_gpt_config_124m_is_recognised_from_shapes_alone() -> None
         state[f"trf_blocks.{i}.att.mask"] = torch.empty(256, 256, device="meta")
     source = StateDictSource(state)
     fake = type("Loc", (), {"where": "'model.pth'", "folder": Path("/nonexistent")})()
-    choice = choose(fake, source, family="gpt2")
+    choice = choose(fake, source, family="gpt2", preset="124M")
     assert choice.config == replace(cfg, drop_rate=0.0)
     assert choice.source.startswith("preset 124M adjusted")
 

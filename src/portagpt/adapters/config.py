@@ -13,10 +13,11 @@ adds the fields every decoder shares) and writes only its exceptions:
 
 :meth:`HFConfig.from_hf` reads any transformers spelling: a nested
 ``text_config``, the 4.x/5.x renames in :data:`ALIASES`, lists as tuples, and
-``null`` as None where the field can hold None (else as the field's default). :meth:`HFConfig.to_hf` writes every field back under its
-config.json key. Configs survive a dict round trip
-(``dataclasses.asdict`` → JSON → ``cls(**d)``): ``__post_init__`` turns lists
-back into tuples and normalises what has several spellings.
+``null`` as None where the field can hold None (else as the field's default).
+:meth:`HFConfig.to_hf` writes every field back under its config.json key.
+Configs survive a dict round trip (``dataclasses.asdict`` -> JSON ->
+``cls(**d)``): ``__post_init__`` turns lists back into tuples and normalises
+what has several spellings.
 
 RoPE is kept one way: ``rope_parameters`` in the transformers 5 spelling, one
 dict (``{"rope_type", "rope_theta", ...}``) or one per layer type
@@ -32,9 +33,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ..core.cache import LayerSpec
-from ..core.checkpoint_format import config_to_dict, to_jsonable  # noqa: F401  (config_to_dict re-exported)
+from ..core.checkpoint_format import config_to_dict, to_jsonable  # noqa: F401 (re-exported)
 from ..core.rope import RopeConfig, rope_params_from_hf
 from ..errors import ConfigError
+from .tokenizer import BPE_EOT, BPE_VOCAB
 
 FULL, SLIDING = "full_attention", "sliding_attention"
 LAYER_TYPES = (FULL, SLIDING)
@@ -44,6 +46,28 @@ ALIASES = {"num_local_experts": "num_experts", "_sliding_window_pattern": "slidi
 OUTER_KEYS = ("tie_word_embeddings", "eos_token_id", "bos_token_id", "pad_token_id")
 
 C = TypeVar("C", bound="HFConfig")
+D = TypeVar("D", bound="DecoderConfig")
+TINY = dict(
+    vocab_size=BPE_VOCAB,
+    hidden_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    max_position_embeddings=256,
+    tie_word_embeddings=True,
+    bos_token_id=BPE_EOT,
+    eos_token_id=BPE_EOT,
+)
+SMOKE = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    bos_token_id=1,
+    eos_token_id=2,
+)
 
 
 def text_config(hf: Mapping[str, Any]) -> dict[str, Any]:
@@ -110,8 +134,16 @@ class HFConfig:
         return out
 
 
-def _rope_dict(d: Mapping[str, Any], layer_type: str | None, theta: float) -> dict[str, Any]:
-    return rope_params_from_hf(d, layer_type, theta).to_hf()
+def rope_parameters_of(d: Mapping[str, Any], theta: float) -> dict[str, Any]:
+    """A config.json dict's RoPE in the 5.x spelling, one dict or one per layer type, each with
+    every parameter filled in (top-level keys such as ``partial_rotary_factor`` included)."""
+    rp = d.get("rope_parameters") or {}
+    if rp and all(isinstance(v, Mapping) or v is None for v in rp.values()):
+        default = RopeConfig(theta).to_hf()
+        return {
+            k: rope_params_from_hf(d, k, theta).to_hf() if v else default for k, v in rp.items()
+        }
+    return rope_params_from_hf(d, None, theta).to_hf()
 
 
 @dataclass(frozen=True)
@@ -168,9 +200,9 @@ class DecoderConfig(HFConfig):
         if self.layer_types is None:
             self._set("layer_types", self.default_layer_types())
         self._set("rope_parameters", self.normalized_rope())
-        self._check()
+        self.validate()
 
-    def _check(self) -> None:
+    def validate(self) -> None:
         name, heads, kv = self.model_type, self.num_attention_heads, self.num_key_value_heads
         assert kv is not None and self.head_dim is not None  # resolved above
         if heads % kv:
@@ -186,13 +218,16 @@ class DecoderConfig(HFConfig):
                 f"{self.sliding_window!r}."
             )
         types = self.layer_types
-        if types is not None and (len(types) != self.num_hidden_layers or set(types) - {FULL, SLIDING}):
+        wrong = types is not None and {*types} - {*LAYER_TYPES}
+        if types is not None and (len(types) != self.num_hidden_layers or wrong):
             raise ConfigError(
                 f"{name} layer_types must list {self.num_hidden_layers} entries, each {FULL!r} or "
                 f"{SLIDING!r}; got {list(types)!r}."
             )
         if types and SLIDING in types and not self.sliding_window:
-            raise ConfigError(f"{name} layer_types has sliding layers but sliding_window is not set.")
+            raise ConfigError(
+                f"{name} layer_types has sliding layers but sliding_window is not set; set it."
+            )
 
     def default_layer_types(self) -> tuple[str, ...] | None:
         """``layer_types`` when config.json gives none (None: decided by ``sliding_window``)."""
@@ -200,18 +235,14 @@ class DecoderConfig(HFConfig):
 
     def normalized_rope(self) -> dict[str, Any]:
         """``rope_parameters`` in the 5.x spelling, every recipe's parameters filled in."""
-        rp = self.rope_parameters or {}
-        d = {"rope_parameters": rp, "max_position_embeddings": self.max_position_embeddings}
-        if rp and all(isinstance(v, Mapping) or v is None for v in rp.values()):
-            default = RopeConfig(self.default_theta).to_hf()
-            return {k: _rope_dict(d, k, self.default_theta) if v else default for k, v in rp.items()}
-        return _rope_dict(d, None, self.default_theta)
+        d = {"rope_parameters": self.rope_parameters, "max_position_embeddings": 0}
+        d["max_position_embeddings"] = self.max_position_embeddings
+        return rope_parameters_of(d, self.default_theta)
 
     @classmethod
     def prepare(cls, d: dict[str, Any]) -> dict[str, Any]:
-        """The 4.x RoPE spelling (``rope_theta`` + ``rope_scaling``) read into ``rope_parameters``."""
-        if not d.get("rope_parameters"):
-            d["rope_parameters"] = _rope_dict(d, None, cls.default_theta)
+        """RoPE from any spelling (4.x ``rope_theta`` + ``rope_scaling``) as ``rope_parameters``."""
+        d["rope_parameters"] = rope_parameters_of(d, cls.default_theta)
         return d
 
     @property
@@ -231,11 +262,17 @@ class DecoderConfig(HFConfig):
     def rope_per_layer_type(self) -> bool:
         return all(isinstance(v, Mapping) for v in (self.rope_parameters or {}).values())
 
-    def rope(self, kind: str = "all") -> RopeConfig:
+    @property
+    def rope(self) -> RopeConfig:
+        """The RoPE recipe (with one per layer type: the full-attention layers')."""
+        return self.rope_for(FULL if self.rope_per_layer_type else "all")
+
+    def rope_for(self, kind: str) -> RopeConfig:
         """The RoPE recipe of one kind (see :meth:`rope_kind`)."""
         rp = self.rope_parameters or {}
         d = {"rope_parameters": rp, "max_position_embeddings": self.max_position_embeddings}
-        return rope_params_from_hf(d, kind if self.rope_per_layer_type else None, self.default_theta)
+        layer_type = kind if self.rope_per_layer_type else None
+        return rope_params_from_hf(d, layer_type, self.default_theta)
 
     def layer_specs(self) -> list[LayerSpec]:
         """One cache spec per layer: KV heads, head size, and the window of sliding layers."""
@@ -249,11 +286,22 @@ class DecoderConfig(HFConfig):
             for i in range(self.num_hidden_layers)
         ]
 
+    @classmethod
+    def tiny(cls: type[D], **fields: Any) -> D:
+        """portagpt's CPU-trainable size (a family's ``tiny`` preset): 4 layers, 128 wide, the
+        bundled BPE's vocabulary and end-of-text id, so it trains from scratch offline."""
+        return cls(**{**TINY, **fields})
+
+    @classmethod
+    def smoke(cls: type[D], **fields: Any) -> D:
+        """The conformance kit's size (a family's ``smoke_config``): 2 layers, 32 wide, GQA 4/2."""
+        return cls(**{**SMOKE, **fields})
+
     def to_hf(self) -> dict[str, Any]:
         """Every field, plus the 4.x ``rope_theta`` / ``rope_scaling`` of a single RoPE recipe."""
         out = super().to_hf()
         if not self.rope_per_layer_type:
-            rope = self.rope()
+            rope = self.rope
             out["rope_theta"] = rope.theta
             if rope.type != "default":
                 out["rope_scaling"] = {"rope_type": rope.type, **to_jsonable(rope.params)}

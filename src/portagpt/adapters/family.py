@@ -69,7 +69,8 @@ class Family:
     presets: Mapping[str, Preset] = field(default_factory=dict)
     smoke_config: Any = None
     default_repo_id: str | None = None
-    transformers_class: str | None = None  # e.g. "Qwen3ForCausalLM": the parity reference
+    # e.g. "Qwen3ForCausalLM", the parity reference; "" = the config's ``architecture``, None = none
+    transformers_class: str | None = ""
     tied_weights: Callable[[Any], tuple[tuple[str, str], ...]] | None = None
     stop_token_ids: tuple[int, ...] = ()
     chat_template: str | None = None
@@ -103,7 +104,9 @@ class Family:
             "tied_weights": getattr(model, "tied_weights", None) or (lambda cfg: ()),
         }
         for key, value in defaults.items():
-            if not getattr(self, key) and value:
+            given = getattr(self, key)
+            unset = given == "" if key == "transformers_class" else given in (None, ())
+            if unset:
                 object.__setattr__(self, key, value)
 
     def problems(self) -> list[str]:

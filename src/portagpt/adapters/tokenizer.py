@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..core.checkpoint import SIDECAR_FILE
+from ..core.checkpoint_format import SIDECAR_FILE
 from ..errors import TokenizerError
 
 BPE_FILE = "data/r50k_base.tiktoken"
 BPE_EOT = 50256  # <|endoftext|>
+BPE_VOCAB = 50257
 # The byte-level BPE's pre-tokenisation pattern (as tiktoken's r50k_base writes it).
 BPE_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 
@@ -101,9 +103,15 @@ class ChatTemplateMixin:
         def raise_exception(message: str) -> None:
             raise TokenizerError(f"Chat template error: {message}")
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=jinja2.Undefined)
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            undefined=jinja2.Undefined,
+            extensions=["jinja2.ext.loopcontrols"],  # {% break %} / {% continue %}, as transformers
+        )
         env.globals["raise_exception"] = raise_exception
-        env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        env.filters["tojson"] = lambda x, **kw: json.dumps(x, **{"ensure_ascii": False, **kw})
         template = env.from_string(self.chat_template)
         return template.render(
             messages=list(messages),
@@ -220,7 +228,11 @@ class HFTokenizer(ChatTemplateMixin):
             return v if isinstance(v, str) else None
 
         specials = {k: t for k in ("bos_token", "eos_token", "pad_token", "unk_token") if (t := token_text(k))}
-        unknown = [k for k in ("bos_token", "eos_token", "pad_token") if k in specials and tok.token_to_id(specials[k]) is None]
+        unknown = [
+            k
+            for k in ("bos_token", "eos_token", "pad_token")
+            if k in specials and tok.token_to_id(specials[k]) is None
+        ]
         if unknown:
             k = unknown[0]
             raise TokenizerError(

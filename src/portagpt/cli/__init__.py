@@ -18,7 +18,7 @@ import sys
 import textwrap
 from typing import NoReturn
 
-COMMANDS = ("families", "load", "inspect", "convert", "generate", "train", "compare", "smoke")
+COMMANDS = ("families", "load", "inspect", "convert", "generate", "chat", "train", "compare", "smoke")
 
 
 class Parser(argparse.ArgumentParser):

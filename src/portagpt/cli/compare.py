@@ -18,9 +18,9 @@ first one trains.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import json
 
-DEFAULT_FAMILIES = "gpt2,llama,qwen3,gemma3,olmo3"
+DEFAULT_FAMILIES = "gpt2,llama,qwen3,gemma3,olmo3"  # = portagpt.api.DEFAULT_FAMILIES
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -108,68 +108,24 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="torch threads per family process (default: torch's choice)",
     )
     a("--overwrite", action="store_true", help="replace an earlier comparison in --out")
+    a("--json", action="store_true", help="end with compare.json's object on one line")
     p.set_defaults(func=run)
 
 
-def parse_families(spec: str, preset: str) -> list[tuple[str, str]]:
-    """``"gpt2,qwen3:tiny-moe"`` -> ``[("gpt2", preset), ("qwen3", "tiny-moe")]``."""
-    from ..errors import UsageError
-
-    out = []
-    for item in (s.strip() for s in spec.split(",")):
-        if not item:
-            continue
-        name, _, own = item.partition(":")
-        out.append((name.strip(), own.strip() or preset))
-    if not out:
-        raise UsageError("--families is empty; name at least one, e.g. --families gpt2,llama.")
-    if len(set(out)) != len(out):
-        raise UsageError(f"--families names a family twice ({spec!r}); list each one once.")
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..core import compare as cmp
-    from ..errors import UsageError
-    from .train import _resolve_device
+    from .. import api
 
-    families = parse_families(args.families, args.preset)
-    device = _resolve_device(args.device)
-    settings = cmp.CompareSettings(
-        tokens=args.tokens,
-        context_length=args.context_length,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup,
-        grad_clip=args.clip or None,
-        train_ratio=args.train_ratio,
-        seed=args.seed,
-        eval_points=args.eval_points,
-        data=[str(p) for p in args.data] if args.data else None,
-        device=str(device),
-        dtype=args.dtype,
-    )
-    out = Path(args.out)
-    existing = [n for n in (cmp.JSON_FILE, cmp.MARKDOWN_FILE) if (out / n).exists()]
-    if existing and not args.overwrite:
-        raise UsageError(
-            f"{str(out)!r} already holds a comparison ({', '.join(existing)}); pass --overwrite to "
-            "replace it, or --out NEW_DIR."
-        )
-    settings.validate()
-    if args.data:
-        from ..core.data import read_corpus
-
-        read_corpus(settings.data)  # missing or empty files fail here, before any training
-    print(
-        f"Comparing {', '.join(f'{f}:{p}' for f, p in families)}: {settings.tokens:,} training "
-        f"tokens each ({settings.steps} steps of {settings.batch_size} x "
-        f"{settings.context_length}), one fresh process per family."
-    )
-    results = cmp.compare(families, settings, isolate=True, threads=args.threads)
-    paths = cmp.write_reports(results, settings, out)
+    result = api.compare(
+        args.families, preset=args.preset, tokens=args.tokens, out=args.out, data=args.data,
+        context_length=args.context_length, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup=args.warmup, clip=args.clip,
+        train_ratio=args.train_ratio, seed=args.seed, eval_points=args.eval_points,
+        device=args.device, dtype=args.dtype, threads=args.threads, overwrite=args.overwrite,
+    )  # fmt: skip
+    paths = result.paths
     print()
     print(paths["markdown"].read_text(encoding="utf-8"), end="")
     print(f"\nWrote {paths['markdown']}, {paths['json']}, {paths['png']}, {paths['pdf']}")
+    if args.json:
+        print(json.dumps(result.to_dict()))
     return 0

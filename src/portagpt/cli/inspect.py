@@ -21,12 +21,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..loaders import locate_source
-    from ..loaders.describe import describe
+    from .. import api
 
-    path = checkpoint_path(args)
-    loc = locate_source(path, repo_id=args.repo_id, revision=args.revision, family=None if path else args.family)
-    info = describe(loc=loc, family=args.family, preset=args.preset, config=args.config)
+    info = api.inspect(
+        checkpoint_path(args), repo_id=args.repo_id, revision=args.revision, family=args.family,
+        preset=args.preset, config=args.config,
+    ).to_dict()  # fmt: skip
     if args.json:
         print(json.dumps(info))
     else:

@@ -6,7 +6,8 @@ Hugging Face cache's record where there is one), the strict name/shape/dtype
 check (before any weight is read), a forward pass with finite logits, and a
 short greedy sample decoded with the checkpoint's tokenizer. Telemetry: load
 seconds, peak RSS (``ru_maxrss``) and the RSS growth, parameters, bytes.
-``--json`` prints one JSON object as the last line.
+``--json`` prints one JSON object as the last line. The command prints what
+:func:`portagpt.validate` returns (:mod:`portagpt.validation` runs the checks).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any
 
 LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
@@ -57,21 +57,6 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.set_defaults(func=run)
 
 
-def current_rss() -> int | None:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def peak_rss() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 def human_bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if abs(n) < 1024 or unit == "GB":
@@ -80,121 +65,24 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def forward_check(model: Any, ids: list[int]) -> dict[str, Any]:
-    import torch
-
-    from ..errors import CheckpointError
-
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logits = model(torch.tensor([ids], device=device))
-    finite = bool(torch.isfinite(logits).all())
-    if not finite:
-        bad = int((~torch.isfinite(logits)).sum())
-        raise CheckpointError(
-            f"The forward pass produced {bad} non-finite logit(s) (NaN or inf) out of {logits.numel()}: "
-            "the weights are corrupted or overflow this dtype. Try --dtype float32, or --verify the files."
-        )
-    return {"shape": list(logits.shape), "finite": finite, "max_abs": float(logits.abs().max())}
-
-
-def prompt_ids(loaded: Any, prompt: str) -> tuple[list[int], str | None]:
-    """Prompt ids for the sample, and a note when the tokenizer cannot serve this model."""
-    vocab = int(loaded.config.vocab_size)
-    tok = loaded.tokenizer
-    if tok is None:
-        return [i % vocab for i in range(1, 6)], "no tokenizer: sampled from ids 1..5"
-    ids = tok.encode(prompt) or [0]
-    if max(ids) >= vocab:
-        return [i % vocab for i in range(1, 6)], (
-            f"the tokenizer's ids reach {max(ids)} but the model has {vocab} embeddings: sampled from ids 1..5"
-        )
-    return ids, None
-
-
-def sample(loaded: Any, ids: list[int], max_new_tokens: int) -> dict[str, Any]:
-    from ..core.generate import generate
-
-    stops = loaded.tokenizer.stop_token_ids if loaded.tokenizer is not None else ()
-    res = generate(loaded.model, ids, max_new_tokens=max_new_tokens, stop_token_ids=stops)
-    new = res.new_ids[0]
-    text = None
-    if loaded.tokenizer is not None and all(i < loaded.tokenizer.vocab_size for i in new):
-        text = loaded.tokenizer.decode(new)
-    return {"prompt_ids": ids, "new_ids": new, "text": text, "stopped": res.stopped[0], "seconds": res.seconds}
-
-
 def run(args: argparse.Namespace) -> int:
-    import time
+    from .. import api
 
-    from ..loaders import locate_source
-    from ..loaders.integrity import check_files
-    from ..loaders.pipeline import load_located
-
-    from ..core.generate import check_options
-
-    check_options(args.max_new_tokens)
-    rss0 = current_rss()
-    t0 = time.perf_counter()
-    loc = locate_source(checkpoint_path(args), repo_id=args.repo_id, revision=args.revision, family=args.family)
-    resolve_s = time.perf_counter() - t0
-    extra = [loc.folder / "config.json"] if (loc.folder / "config.json").is_file() else []
-    files = check_files([*loc.files, *extra], verify=args.verify)
-    loaded = load_located(
-        loc,
-        family=args.family,
-        preset=args.preset,
-        config=args.config,
-        dtype=args.dtype,
-        device=args.device,
-        loader=args.loader,
-    )
-    from .generate import check_new_tokens
-
-    check_new_tokens(args.max_new_tokens, loaded.config)
-    peak = peak_rss()
-    rss1 = current_rss()
-    ids, note = prompt_ids(loaded, args.prompt)
-    fwd = forward_check(loaded.model, ids)
-    smp = sample(loaded, ids, args.max_new_tokens)
-    smp["prompt"] = args.prompt if note is None else None
-    smp["note"] = note
-    model = loaded.model
-    params = sum(p.numel() for p in model.parameters())
-    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
-    result = {
-        "ok": True,
-        "source": loaded.source,
-        "kind": loc.kind,
-        "family": loaded.family.name,
-        "loader": loaded.loader,
-        "layout": loaded.layout,
-        "config_source": loaded.extras.get("config_source"),
-        "notes": loaded.extras.get("notes", []),
-        "params": params,
-        "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
-        "device": str(next(model.parameters()).device),
-        "load_seconds": round(loaded.load_seconds, 4),
-        "resolve_seconds": round(resolve_s, 4),
-        "peak_rss_bytes": peak,
-        "rss_delta_bytes": (rss1 - rss0) if rss0 is not None and rss1 is not None else None,
-        "checkpoint_bytes": loaded.checkpoint_bytes,
-        "checks": {
-            "files": [f.to_dict() for f in files],
-            "verify": bool(args.verify),
-            "shapes": loaded.report.summary(),
-            "forward": fwd,
-        },
-        "sample": smp,
-    }
+    report = api.validate(
+        checkpoint_path(args), repo_id=args.repo_id, revision=args.revision, family=args.family,
+        preset=args.preset, config=args.config, loader=args.loader, dtype=args.dtype,
+        device=args.device, prompt=args.prompt, max_new_tokens=args.max_new_tokens,
+        verify=args.verify,
+    )  # fmt: skip
+    result = report.to_dict()
     if args.json:
         print(json.dumps(result))
     else:
-        print_human(result, loaded)
+        print_human(result)
     return 0
 
 
-def print_human(r: dict[str, Any], loaded: Any) -> None:
+def print_human(r: dict[str, Any]) -> None:
     checks = r["checks"]
     shapes = checks["shapes"]
     print(f"portagpt load {r['source']}")

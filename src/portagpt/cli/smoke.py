@@ -10,7 +10,10 @@ Each line reads ``PASS|FAIL|SKIP check seconds detail``. The exit status is 1
 when any check fails (or, with ``--all``, when a plugin failed to register),
 0 otherwise; an unknown family or check is a usage error (status 2).
 ``--plugin`` registers an extra plugin module (module name, ``module:attr``
-or a ``.py`` path) for this run only, as if it were installed.
+or a ``.py`` path) for this run only, as if it were installed. A ``.py`` file
+inside a package (``src/my_pkg/plugin.py`` with relative imports) is imported
+as part of its package; a plugin that is installed already is checked once,
+with a note.
 """
 
 from __future__ import annotations
@@ -40,71 +43,39 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.set_defaults(func=run)
 
 
-def _names(values: list[str]) -> list[str]:
-    out: list[str] = []
-    for v in values:
-        out += [n.strip() for n in v.split(",") if n.strip() and n.strip() not in out]
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
+    from .. import api
     from ..smoke_tests import CHECK_NAMES
 
     if args.list_checks:
         print("\n".join(CHECK_NAMES))
         return 0
-    families = _names(args.family)
-    if bool(families) == bool(args.all):
-        raise UsageError("Say which families to check: --family NAME (repeatable) or --all, not both.")
 
-    from ..registry import build_registry, get_registry
-    from ..smoke_tests.plugins import load_plugin_modules
-    from ..smoke_tests.runner import resolve_family, run_smoke
+    def header(fam, plugin: str) -> None:  # noqa: ANN001 - a Family
+        src = f"{fam.distribution} {fam.version}".strip() or "?"
+        print(f"family {fam.name!r} (plugin {plugin!r}, distribution {src})", flush=True)
 
-    extras = load_plugin_modules(args.plugin)
-    reg = build_registry(extra_plugins=extras) if extras else get_registry()
-    if args.all:
-        families = sorted(reg.families)
-    for name in families:  # unknown names fail before any check runs
-        resolve_family(name, reg)
-    checks = _names(args.check) or None
-    unknown = [c for c in checks or () if c not in CHECK_NAMES]
-    if unknown:
-        raise UsageError(
-            f"Unknown check(s) {', '.join(map(repr, unknown))}. Known: {', '.join(CHECK_NAMES)} "
-            "(portagpt smoke --list-checks)."
-        )
+    def line(result) -> None:  # noqa: ANN001 - a CheckResult
+        print(f"  {result.line()}", flush=True)
 
-    reports = []
-    for name in families:
-        if not args.json:
-            fam, plugin = resolve_family(name, reg)
-            src = f"{fam.distribution} {fam.version}".strip() or "?"
-            print(f"family {fam.name!r} (plugin {plugin!r}, distribution {src})", flush=True)
+    def verdict(r) -> None:  # noqa: ANN001 - a SmokeReport
+        n_fail, n_skip = len(r.failures), sum(x.skipped for x in r.results)
+        print(f"  {'conforms' if r.passed else 'DOES NOT CONFORM'}: "
+              f"{len(r.results) - n_fail - n_skip} passed, {n_fail} failed, "
+              f"{n_skip} skipped in {r.seconds:.1f}s", flush=True)
 
-        def show(result, _json=args.json):  # noqa: ANN001, ANN202
-            if not _json:
-                print(f"  {result.line()}", flush=True)
-
-        reports.append(run_smoke(name, checks=checks, registry=reg, on_result=show))
-        if not args.json:
-            r = reports[-1]
-            n_fail, n_skip = len(r.failures), sum(x.skipped for x in r.results)
-            verdict = "conforms" if r.passed else "DOES NOT CONFORM"
-            print(f"  {verdict}: {len(r.results) - n_fail - n_skip} passed, {n_fail} failed, "
-                  f"{n_skip} skipped in {r.seconds:.1f}s", flush=True)
-    failed = [r.family for r in reports if not r.passed]
-    plugin_failed = bool(reg.errors) and args.all
+    quiet = args.json
+    results = api.smoke(
+        args.family or None, all=args.all, check=args.check or None, plugin=args.plugin,
+        on_family=None if quiet else header, on_result=None if quiet else line,
+        on_report=None if quiet else verdict, on_note=lambda text: print(text, file=sys.stderr),
+    )  # fmt: skip
     if args.json:
-        print(json.dumps({
-            "passed": not failed and not plugin_failed,
-            "reports": [r.to_dict() for r in reports],
-            "plugin_errors": list(reg.errors),
-        }))
+        print(json.dumps(results.to_dict()))
     else:
-        for err in reg.errors:
+        for err in results.plugin_errors:
             print(f"plugin problem: {err}", file=sys.stderr)
+        failed = [r.family for r in results.reports if not r.passed]
         if failed:
             print(f"non-conforming: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed or plugin_failed else 0
+    return 0 if results.passed else 1

@@ -18,6 +18,12 @@ get back what to attend over. Without a cache the same call just returns the
 keys it was given with a causal (and, if needed, sliding) mask, so training and
 decoding share one code path.
 
+Behind that call sits one small class per cache kind, made once per pass for
+each distinct kind: :class:`FullLayers` (the left-to-right buffer),
+:class:`RingLayers` (the sliding ring) and :class:`FixedShapeStep` (the
+compiled one-token step, for either kind). Each computes its mask and knows
+how to write and read its layers' caches.
+
 The steady-state decode step (one new token per row, no new mask) takes a fast
 path whose Python work and allocations do not grow with the context: RoPE
 positions are a slice of a table the cache keeps, keys/values are a slice of
@@ -31,6 +37,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -139,13 +147,191 @@ def make_cache(
     return cache
 
 
+# ---- one forward pass ------------------------------------------------------------------
+@dataclass
+class _Pass:
+    """What every layer kind of one forward pass shares: where the new tokens go, which keys
+    are real."""
+
+    cache: KVCache | None
+    start: int  # position of the first new token (-1 in the fixed-shape step: a tensor there)
+    T: int  # new tokens per row
+    q_pos: torch.Tensor | None  # (T,) absolute (padded) query positions; None in the fast paths
+    key_valid: torch.Tensor | None  # (B, >= end) bool, None = every key real
+    decode: bool = False  # one new token per row, no new mask: the steady-state step
+
+    @property
+    def end(self) -> int:
+        return self.start + self.T
+
+
+def _build_mask(
+    p: _Pass, kpos: torch.Tensor, window: int | None
+) -> tuple[torch.Tensor | None, bool]:
+    """(mask, is_causal) for queries ``p.q_pos`` over keys at absolute positions ``kpos``."""
+    assert p.q_pos is not None
+    if p.key_valid is None and p.start == 0 and (window is None or window >= p.T):
+        # keys are exactly the T new ones and every key is in reach: plain causal
+        return None, p.T > 1
+    q, k = p.q_pos[:, None], kpos[None, :]
+    allowed = (k >= 0) & (k <= q)
+    if window is not None:
+        allowed = allowed & (k > q - window)
+    if p.key_valid is not None:
+        valid = p.key_valid[:, kpos.clamp(min=0)]  # (B, Tk)
+        allowed = allowed[None] & valid[:, None, :]
+        # A fully masked row (a padding query) would give NaN; let it see itself.
+        allowed = allowed | (~allowed.any(-1, keepdim=True) & (k == q)[None])
+        return allowed[:, None], False
+    if bool(allowed.all()):
+        return None, False
+    return allowed[None, None], False
+
+
+class FullLayers:
+    """Full-attention layers: a buffer of ``max_len`` positions written left to right.
+
+    The new keys go to positions ``start .. end`` and the layer attends over
+    ``0 .. end``, a view of the buffer. In the steady-state decode step the mask
+    is a slice of the cache's padding mask (None without padding).
+    """
+
+    window: int | None = None
+
+    def __init__(self, p: _Pass) -> None:
+        self.p = p
+        if p.decode:
+            valid = p.key_valid
+            self.mask = None if valid is None else valid[:, None, None, : p.end]
+            self.causal = False
+        else:
+            assert p.q_pos is not None
+            kpos = p.q_pos if p.cache is None else torch.arange(0, p.end, device=p.q_pos.device)
+            self.mask, self.causal = _build_mask(p, kpos, None)
+
+    def attend_kv(
+        self, lc: LayerCache | None, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        if lc is None:
+            return k, v, self.mask, self.causal
+        start, end = self.p.start, self.p.end
+        lc.k[:, :, start:end] = k
+        lc.v[:, :, start:end] = v
+        return lc.k[:, :, :end], lc.v[:, :, :end], self.mask, self.causal
+
+
+class RingLayers:
+    """Sliding-window layers: a ring of ``window`` slots (fewer if the cache is shorter).
+
+    Until the ring wraps, slot ``i`` holds position ``i`` and it reads like a
+    full buffer. Once full, a one-token step overwrites the oldest slot and
+    attends over every slot (all within the window); a chunk attends over what
+    the ring held plus the new keys, then keeps the last ``slots`` of them.
+    """
+
+    def __init__(self, p: _Pass, window: int) -> None:
+        self.p, self.window = p, window
+        cache = p.cache
+        self.slots = min(window, cache.max_len) if cache is not None else window
+        self.mode = "none" if cache is None else "slice" if p.end <= self.slots else "ring"
+        if cache is not None and p.start > 0 and p.T > 1:
+            self.mode = "chunk"
+        if p.decode:
+            self.mask, self.causal = self._decode_mask(), False
+        else:
+            self.mask, self.causal = _build_mask(p, self._key_positions(), window)
+
+    def _decode_mask(self) -> torch.Tensor | None:
+        p, cache, valid = self.p, self.p.cache, self.p.key_valid
+        assert cache is not None
+        if self.mode == "slice":
+            return None if valid is None else valid[:, None, None, : p.end]
+        # a full ring: slots hold positions start - slots + 1 .. start, all in the window
+        if valid is None or p.start - self.slots + 1 >= cache.pad_end:
+            return None
+        held = cache.held_positions(self.slots)
+        held[p.start % self.slots] = p.start
+        return valid[:, held][:, None, None, :]
+
+    def _key_positions(self) -> torch.Tensor:
+        """Absolute positions of the keys attended over, in order (-1: an empty slot)."""
+        p, cache = self.p, self.p.cache
+        assert p.q_pos is not None
+        if cache is None or p.start == 0:
+            return p.q_pos  # no cache, or a first prefill: only the new keys
+        held = cache.held_positions(self.slots)
+        if p.T == 1:  # the new key overwrites slot start % slots, then every slot is read
+            held[p.start % self.slots] = p.start
+            return held
+        return torch.cat([held, p.q_pos])
+
+    def attend_kv(
+        self, lc: LayerCache | None, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        p = self.p
+        if lc is None:
+            return k, v, self.mask, self.causal
+        if p.T == 1 and p.start > 0:
+            if self.mode == "slice" and p.decode:
+                at, n = p.start, p.end  # the ring has not wrapped: read it like a full buffer
+            else:
+                at, n = p.start % lc.slots, lc.slots
+            lc.k[:, :, at] = k[:, :, 0]
+            lc.v[:, :, at] = v[:, :, 0]
+            return lc.k[:, :, :n], lc.v[:, :, :n], self.mask, self.causal
+        keys, values = k, v
+        if self.mode == "chunk":
+            keys, values = torch.cat([lc.k, k], dim=2), torch.cat([lc.v, v], dim=2)
+        keep = min(p.T, lc.slots)  # keep the last `slots` new positions in the ring
+        pos = torch.arange(p.end - keep, p.end, device=k.device)
+        lc.k[:, :, pos % lc.slots] = k[:, :, -keep:]
+        lc.v[:, :, pos % lc.slots] = v[:, :, -keep:]
+        return keys, values, self.mask, self.causal
+
+
+class FixedShapeStep:
+    """The compiled one-token step of any layer kind: the same shapes and Python state at every
+    position, so ``torch.compile`` traces it once.
+
+    The position is the (1,) tensor ``KVCache.length_t``; the new key is written with
+    ``index_copy_`` and the layer attends over every slot, with a mask of the slots
+    that hold a real key at or before the position.
+    """
+
+    def __init__(self, cache: KVCache, pos: torch.Tensor, window: int | None) -> None:
+        self.window = window
+        slots = cache.kinds[window]
+        slot = torch.arange(slots, device=pos.device)
+        if window is None:
+            self.at, held = pos, slot  # slot i holds position i
+        else:
+            self.at = pos.remainder(slots)
+            held = pos - (pos - slot).remainder(slots)  # after this step's write
+        allowed = (held >= 0) & (held <= pos)  # (slots,)
+        mask = allowed[None, None, None, :]
+        if cache.key_valid is not None:
+            mask = mask & cache.key_valid[:, None, None, :].index_select(3, held.clamp(min=0))
+        self.mask = mask
+
+    def attend_kv(
+        self, lc: LayerCache | None, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
+        assert lc is not None
+        lc.k.index_copy_(2, self.at, k)
+        lc.v.index_copy_(2, self.at, v)
+        return lc.k, lc.v, self.mask, False
+
+
+LayerKind = FullLayers | RingLayers | FixedShapeStep
+
+
 class AttentionContext:
     """Everything the attention layers of one forward pass share.
 
-    ``positions`` (B, T) are the RoPE positions (left padding skipped).
-    Per layer kind it holds the mask to pass to SDPA (``None`` when no mask is
-    needed), whether ``is_causal`` can be used instead, and how to write/read
-    the cache.
+    ``positions`` (B, T) are the RoPE positions (left padding skipped). It holds
+    one object per distinct layer kind (:class:`FullLayers`, :class:`RingLayers`,
+    or :class:`FixedShapeStep` in a compiled step) with the mask to pass to SDPA
+    (``None`` when no mask is needed) and how to write/read that kind's cache.
     """
 
     def __init__(
@@ -157,203 +343,92 @@ class AttentionContext:
         cache: KVCache | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> None:
-        self.specs = specs
-        self.cache = cache
-        self.T = seq_len
-        self._static: dict[int | None, tuple[torch.Tensor, torch.Tensor]] | None = None
-        self._decode: dict[int | None, tuple[int, int, torch.Tensor | None]] | None = None
-        if cache is not None and cache.length_t is not None and seq_len == 1:
-            if attention_mask is None:
-                self._init_static(cache, cache.length_t)
-                return
-        start = cache.length if cache is not None else 0
-        self.start = start
-        end = start + seq_len
-        if cache is not None and seq_len == 1 and start > 0 and end <= cache.max_len:
-            if attention_mask is None:
-                self._init_decode(cache, start)
-                return
-        if cache is not None and end > cache.max_len:
-            from ..errors import UsageError
+        self.specs, self.cache, self.T = specs, cache, seq_len
+        windows = {s.window for s in specs}
+        fixed = cache is not None and cache.length_t is not None
+        if fixed and seq_len == 1 and attention_mask is None:
+            assert cache is not None and cache.length_t is not None
+            pos = cache.length_t
+            self.start = -1  # unknown to Python; finish() leaves the bookkeeping to the caller
+            self.positions = cache.positions.index_select(1, pos)  # (B, 1)
+            self.key_valid = cache.key_valid
+            self.kinds: dict[int | None, LayerKind] = {
+                w: FixedShapeStep(cache, pos, w) for w in windows
+            }
+            return
+        p = self._pass(seq_len, batch, device, cache, attention_mask)
+        self.start, self.key_valid = p.start, p.key_valid
+        self.kinds = {w: FullLayers(p) if w is None else RingLayers(p, w) for w in windows}
 
+    def _pass(
+        self,
+        T: int,
+        batch: int,
+        device: torch.device,
+        cache: KVCache | None,
+        attention_mask: torch.Tensor | None,
+    ) -> _Pass:
+        """Check the step against the cache, record padding, and compute the RoPE positions."""
+        start = cache.length if cache is not None else 0
+        end = start + T
+        if cache is not None and end > cache.max_len:
             raise UsageError(
                 f"The KV cache holds {cache.max_len} positions but this step needs {end}; "
                 "make the cache with a larger max_len (prompt length + max new tokens)."
             )
-
-        # Which keys are real tokens, over all positions 0..end (None = all real).
-        key_valid: torch.Tensor | None = None
-        if attention_mask is not None:
-            am = attention_mask.to(device=device, dtype=torch.bool)
-            if am.shape[1] == seq_len and start > 0 and cache is not None and cache.key_valid is not None:
-                am = torch.cat([cache.key_valid[:, :start], am], dim=1)
-            if am.shape[1] != end:
-                from ..errors import UsageError
-
-                raise UsageError(
-                    f"attention_mask covers {am.shape[1]} positions; expected {end} "
-                    f"(the {start} cached plus {seq_len} new) or {seq_len} (the new ones)."
-                )
-            key_valid = None if bool(am.all()) else am
-        elif cache is not None and cache.key_valid is not None:
-            # decoding after a padded prompt: new tokens are real
-            key_valid = torch.cat(
-                [cache.key_valid[:, :start], torch.ones(batch, seq_len, dtype=torch.bool, device=device)],
-                dim=1,
-            )
+        if cache is not None and T == 1 and start > 0 and attention_mask is None:
+            # the steady-state decode step: O(1) Python work, slices of what the cache keeps
+            self.positions = cache.positions[:, start:end]  # (B, 1)
+            return _Pass(cache, start, T, None, cache.key_valid, decode=True)
+        key_valid = _key_valid(T, batch, device, cache, attention_mask)
         if cache is not None and key_valid is not None:
             cache.set_key_valid(key_valid, end)
-        self.key_valid = key_valid
-
         # RoPE positions: count of real tokens before each position.
         if key_valid is None:
             self.positions = torch.arange(start, end, device=device).unsqueeze(0).expand(batch, -1)
         else:
             self.positions = (key_valid.long().cumsum(-1) - 1).clamp(min=0)[:, start:end]
+        return _Pass(cache, start, T, torch.arange(start, end, device=device), key_valid)
 
-        q_pos = torch.arange(start, end, device=device)  # absolute (padded) query positions
-        self.q_pos = q_pos
-        self._masks: dict[int | None, tuple[torch.Tensor | None, bool]] = {}
-        for window in {s.window for s in specs}:
-            self._masks[window] = self._build_mask(window)
-
-    def _init_decode(self, cache: KVCache, start: int) -> None:
-        """One new token per row: per layer kind, where to write it, how many slots to read, and
-        the mask (None unless left padding is still in reach)."""
-        end = start + 1
-        self.positions = cache.positions[:, start:end]  # (B, 1)
-        self.key_valid = cache.key_valid
-        valid = cache.key_valid
-        plans: dict[int | None, tuple[int, int, torch.Tensor | None]] = {}
-        for window, slots in cache.kinds.items():
-            if window is None or end <= slots:
-                # slots 0..start hold positions 0..start, all within reach of the query
-                mask = None if valid is None else valid[:, None, None, :end]
-                plans[window] = (start, end, mask)
-            else:
-                # a full ring: slots hold positions start - slots + 1 .. start, all in the window
-                mask = None
-                if valid is not None and start - slots + 1 < cache.pad_end:
-                    held = cache.held_positions(slots)
-                    held[start % slots] = start
-                    mask = valid[:, held][:, None, None, :]
-                plans[window] = (start % slots, slots, mask)
-        self._decode = plans
-
-    def _init_static(self, cache: KVCache, pos: torch.Tensor) -> None:
-        """One new token per row at position ``pos`` (a (1,) tensor), with shapes and Python
-        state that are the same every step: what ``torch.compile`` can trace once."""
-        self.start = -1  # unknown to Python; finish() leaves the bookkeeping to the caller
-        self.positions = cache.positions.index_select(1, pos)  # (B, 1)
-        self.key_valid = valid = cache.key_valid
-        plans: dict[int | None, tuple[torch.Tensor, torch.Tensor]] = {}
-        for window, slots in cache.kinds.items():
-            slot = torch.arange(slots, device=pos.device)
-            if window is None:
-                at, held = pos, slot  # slot i holds position i
-            else:
-                at = pos.remainder(slots)
-                held = pos - (pos - slot).remainder(slots)  # after this step's write
-            allowed = (held >= 0) & (held <= pos)  # (slots,)
-            if valid is None:
-                mask = allowed[None, None, None, :]
-            else:
-                mask = allowed[None, None, None, :] & valid[:, None, None, :].index_select(
-                    3, held.clamp(min=0)
-                )
-            plans[window] = (at, mask)
-        self._static = plans
-
-    # ---- masks --------------------------------------------------------------
-    def _key_positions(self, window: int | None) -> torch.Tensor:
-        """Absolute positions of the keys a layer of this kind attends over, in order."""
-        cache = self.cache
-        new = self.q_pos
-        if cache is None:
-            return new
-        if window is None:
-            return torch.arange(0, self.start + self.T, device=new.device)
-        slots = min(window, cache.max_len)
-        if self.start == 0:
-            return new  # first prefill: only the new keys
-        held = cache.held_positions(slots)
-        if self.T == 1:
-            # the new key overwrites slot pos % slots, then all slots are attended over
-            keys = held.clone()
-            keys[self.start % slots] = self.start
-            return keys
-        # later chunk: attend over what the ring holds, then the new keys
-        return torch.cat([held, new])
-
-    def _build_mask(self, window: int | None) -> tuple[torch.Tensor | None, bool]:
-        kpos = self._key_positions(window)  # (Tk,)
-        q = self.q_pos[:, None]
-        k = kpos[None, :]
-        if self.key_valid is None and self.start == 0 and (window is None or window >= self.T):
-            # keys are exactly the T new ones and every key is in reach: plain causal
-            return None, self.T > 1
-        allowed = (k >= 0) & (k <= q)
-        if window is not None:
-            allowed = allowed & (k > q - window)
-        if self.key_valid is not None:
-            valid = self.key_valid[:, kpos.clamp(min=0)]  # (B, Tk)
-            allowed = allowed[None] & valid[:, None, :]
-            # A fully masked row (a padding query) would give NaN; let it see itself.
-            allowed = allowed | (~allowed.any(-1, keepdim=True) & (k == q)[None])
-            return allowed[:, None], False
-        if bool(allowed.all()):
-            return None, False
-        return allowed[None, None], False
-
-    # ---- the per-layer call ------------------------------------------------
     def attend_kv(
         self, layer_idx: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, bool]:
-        """Store this layer's new (B, Hkv, T, hd) keys/values; return (keys, values, mask, is_causal)."""
-        window = self.specs[layer_idx].window
-        if self._static is not None:
-            at, smask = self._static[window]
-            lc = self.cache.layers[layer_idx]  # type: ignore[union-attr]
-            lc.k.index_copy_(2, at, k)
-            lc.v.index_copy_(2, at, v)
-            return lc.k, lc.v, smask, False
-        if self._decode is not None:
-            at, n, dmask = self._decode[window]
-            lc = self.cache.layers[layer_idx]  # type: ignore[union-attr]
-            lc.k[:, :, at : at + 1] = k
-            lc.v[:, :, at : at + 1] = v
-            return lc.k[:, :, :n], lc.v[:, :, :n], dmask, False
-        mask, causal = self._masks[window]
-        cache = self.cache
-        if cache is None:
-            return k, v, mask, causal
-        lc = cache.layers[layer_idx]
-        start, end = self.start, self.start + self.T
-        if window is None:
-            lc.k[:, :, start:end] = k
-            lc.v[:, :, start:end] = v
-            return lc.k[:, :, :end], lc.v[:, :, :end], mask, causal
-        slots = lc.slots
-        if self.T == 1 and start > 0:
-            idx = start % slots
-            lc.k[:, :, idx] = k[:, :, 0]
-            lc.v[:, :, idx] = v[:, :, 0]
-            return lc.k, lc.v, mask, causal
-        if start == 0:
-            keys, values = k, v
-        else:
-            keys, values = torch.cat([lc.k, k], dim=2), torch.cat([lc.v, v], dim=2)
-        # keep the last `slots` new positions in the ring
-        keep = min(self.T, slots)
-        pos = torch.arange(end - keep, end, device=k.device)
-        lc.k[:, :, pos % slots] = k[:, :, -keep:]
-        lc.v[:, :, pos % slots] = v[:, :, -keep:]
-        return keys, values, mask, causal
+        """Store this layer's new (B, Hkv, T, hd) keys/values; return (keys, values, mask,
+        is_causal)."""
+        lc = self.cache.layers[layer_idx] if self.cache is not None else None
+        return self.kinds[self.specs[layer_idx].window].attend_kv(lc, k, v)
 
     def finish(self) -> None:
         """Advance the cache after all layers ran (called by the model at the end of forward)."""
-        if self.cache is not None and self._static is None:
+        if self.cache is not None and self.start >= 0:
             self.cache.length = self.start + self.T
+
+
+def _key_valid(
+    T: int,
+    batch: int,
+    device: torch.device,
+    cache: KVCache | None,
+    attention_mask: torch.Tensor | None,
+) -> torch.Tensor | None:
+    """Which keys are real tokens, over all positions 0..end (None = all real)."""
+    start = cache.length if cache is not None else 0
+    end = start + T
+    if attention_mask is not None:
+        am = attention_mask.to(device=device, dtype=torch.bool)
+        if am.shape[1] == T and start > 0 and cache is not None and cache.key_valid is not None:
+            am = torch.cat([cache.key_valid[:, :start], am], dim=1)
+        if am.shape[1] != end:
+            raise UsageError(
+                f"attention_mask covers {am.shape[1]} positions; expected {end} "
+                f"(the {start} cached plus {T} new) or {T} (the new ones)."
+            )
+        return None if bool(am.all()) else am
+    if cache is not None and cache.key_valid is not None:
+        # decoding after a padded prompt: new tokens are real
+        new = torch.ones(batch, T, dtype=torch.bool, device=device)
+        return torch.cat([cache.key_valid[:, :start], new], dim=1)
+    return None
 
 
 def attention_context(

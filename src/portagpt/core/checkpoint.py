@@ -46,6 +46,7 @@ from .checkpoint_format import (
     TIED_KEY,
     WEIGHTS_FILE,
     atomic_folder,
+    check_format_version,
     config_from_dict,
     config_to_dict,
     live_folder,
@@ -340,13 +341,7 @@ def read_sidecar(folder: str | Path) -> dict[str, Any]:
             f"{str(path)!r} is not valid JSON ({exc}); the checkpoint is corrupt. Resume from "
             "another checkpoint, or train afresh."
         ) from None
-    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-        found = data.get("format_version") if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(
-            f"{str(path)!r} has format_version {found!r}; this portagpt reads version "
-            f"{FORMAT_VERSION}. Use the portagpt version that wrote it, or train afresh."
-        )
-    return data
+    return check_format_version(data, path, required=True)
 
 
 def load_training_state(

@@ -42,6 +42,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import types
 import typing
@@ -52,7 +53,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DiskFullError
+from ..errors import CheckpointError, ConfigError, DiskFullError
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -173,6 +174,25 @@ def sidecar(family: str | None, config: Any, **extra: Any) -> dict[str, Any]:
     }
 
 
+def check_format_version(data: Any, path: Path, *, required: bool = False) -> dict[str, Any]:
+    """``data`` (a parsed sidecar) if this portagpt reads its format version; else a CheckpointError.
+
+    A sidecar without ``format_version`` is accepted unless ``required``.
+    """
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{str(path)!r} must hold a JSON object (portagpt's sidecar), found "
+            f"{type(data).__name__}. Fix or remove the file."
+        )
+    found = data.get("format_version")
+    if found == FORMAT_VERSION or (found is None and not required):
+        return data
+    raise CheckpointError(
+        f"{str(path)!r} has format_version {found!r}; this portagpt reads version "
+        f"{FORMAT_VERSION}. Use the portagpt version that wrote it, or train afresh."
+    )
+
+
 def weights_metadata(layout: str, family: str | None) -> dict[str, str]:
     """The safetensors metadata portagpt writes into every weights file."""
     meta = {FORMAT_KEY: layout, FORMAT_VERSION_KEY: str(FORMAT_VERSION)}
@@ -194,6 +214,8 @@ def temp_name(target: Path) -> Path:
 
 
 def _pid_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there: never judge, never remove
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -241,6 +263,18 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def ignore_file_size_signal() -> None:
+    """Make ``ulimit -f`` an ``EFBIG`` OSError instead of a SIGXFSZ kill (CPython's own default;
+    set again in case an embedding host changed it). Only the main thread may set handlers."""
+    sig = getattr(signal, "SIGXFSZ", None)
+    if sig is None:
+        return
+    try:
+        signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+
+
 def _umask_mode(mode: int) -> int:
     umask = os.umask(0)
     os.umask(umask)
@@ -251,6 +285,7 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, hint: str = "") -> None
     """Write ``data`` to ``path`` all at once: temp file beside it, fsync, ``os.replace``."""
     path = Path(path)
     tmp = temp_name(path)
+    ignore_file_size_signal()
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -312,6 +347,7 @@ def atomic_folder(
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
+    ignore_file_size_signal()
     tmp = temp_name(target)
     tmp.mkdir(mode=_umask_mode(0o777))
     try:

@@ -513,6 +513,16 @@ def markdown_table(results: Sequence[FamilyResult], settings: CompareSettings) -
 
 def plot_bpb(results: Sequence[FamilyResult], out_stem: str | Path) -> list[Path]:
     """Validation bits per byte against training bytes seen, one line per family (PNG and PDF)."""
+    fig = bpb_figure(results)
+    stem = Path(out_stem)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path)
+    return paths
+
+
+def bpb_figure(results: Sequence[FamilyResult]) -> Any:
+    """The bits-per-byte curves of :func:`plot_bpb` as a matplotlib Figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -529,11 +539,7 @@ def plot_bpb(results: Sequence[FamilyResult], out_stem: str | Path) -> list[Path
     ax.legend(loc="upper right", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    stem = Path(out_stem)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path)
-    return paths
+    return fig
 
 
 def write_reports(

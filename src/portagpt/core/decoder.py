@@ -3,8 +3,8 @@
 A family subclasses :class:`CausalLM` and sets ``layer`` to its block; the
 block subclasses :class:`DecoderLayer` (pre-norm: ``x + attn(norm(x))``, then
 ``x + mlp(norm(x))``) and overrides only what differs: ``attention`` (a
-subclass of :class:`Attention`, e.g. with a QK-norm), ``norms`` (the names of
-its norms), ``make_norm`` or ``make_mlp``, or ``forward`` for another residual
+subclass of :class:`Attention`, e.g. with a QK-norm), ``modules`` (the names
+of its modules, norms included, in checkpoint order), ``make_norm`` or ``make_mlp``, or ``forward`` for another residual
 order. Module names follow
 Hugging Face checkpoints (``model.embed_tokens``,
 ``model.layers.{i}.self_attn.q_proj``, ``model.norm``, ``lm_head``), so the
@@ -48,7 +48,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: Any, layer_idx: int) -> None:
         super().__init__()
         d, hd, bias = cfg.hidden_size, cfg.head_dim, cfg.attention_bias
-        self.n_heads, self.n_kv, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, hd
+        self.n_heads, self.n_kv = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = hd
         self.scale: float | None = None
         self.q_proj = Linear(d, self.n_heads * hd, bias=bias)
         self.k_proj = Linear(d, self.n_kv * hd, bias=bias)
@@ -81,14 +82,19 @@ class DecoderLayer(nn.Module):
     """A pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
     attention: type[Attention] = Attention
-    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")  # each make_norm
+    # The modules in checkpoint order (parameter order, which optimizer states follow): every
+    # name but "self_attn" and "mlp" is a norm made by make_norm.
+    modules: tuple[str, ...] = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 
     def __init__(self, cfg: Any, layer_idx: int) -> None:
         super().__init__()
-        for name in self.norms:
-            setattr(self, name, self.make_norm(cfg, cfg.hidden_size))
-        self.self_attn = self.attention(cfg, layer_idx)
-        self.mlp = self.make_mlp(cfg, layer_idx)
+        for name in self.modules:
+            if name == "self_attn":
+                self.self_attn = self.attention(cfg, layer_idx)
+            elif name == "mlp":
+                self.mlp = self.make_mlp(cfg, layer_idx)
+            else:
+                setattr(self, name, self.make_norm(cfg, cfg.hidden_size))
 
     @classmethod
     def make_norm(cls, cfg: Any, dim: int) -> nn.Module:
@@ -117,7 +123,7 @@ class Decoder(nn.Module):
         self.norm = layer.make_norm(cfg, cfg.hidden_size)
         kinds = dict.fromkeys(cfg.rope_kind(i) for i in range(cfg.num_hidden_layers))
         self.rotary_emb = nn.ModuleDict(
-            {k: RotaryEmbedding(cfg.rope(k), cfg.head_dim) for k in kinds}
+            {k: RotaryEmbedding(cfg.rope_for(k), cfg.head_dim) for k in kinds}
         )
 
 
@@ -127,7 +133,7 @@ class CausalLM(nn.Module):
     Class attributes a family may set: ``layer`` (its block), ``rope_dtype``
     (None: the activations' dtype; ``torch.float32`` keeps cos/sin in fp32),
     ``embed_name`` / ``head_name`` (the tied pair). Hooks: :meth:`build` (the
-    modules), :meth:`embed`, :meth:`blocks`, :meth:`final_norm`, :meth:`logits`.
+    modules), :meth:`embed`, :meth:`blocks`, :meth:`normalize` (the final norm), :meth:`logits`.
     """
 
     layer: type[DecoderLayer] = DecoderLayer
@@ -170,7 +176,8 @@ class CausalLM(nn.Module):
         patterns = dict.fromkeys(_INDEX.sub("{}", n) for n in names if n != head)
         rules: list[Rule] = identity(*patterns)
         rules += identity(head, optional=cfg.tie_word_embeddings)
-        rules += [drop("model.rotary_emb.inv_freq"), drop("model.layers.{}.self_attn.rotary_emb.inv_freq")]
+        stale = ("model.rotary_emb.inv_freq", "model.layers.{}.self_attn.rotary_emb.inv_freq")
+        rules += [drop(n) for n in stale]
         return WeightMap(rules)
 
     # ---- weights -------------------------------------------------------------------------
@@ -195,7 +202,7 @@ class CausalLM(nn.Module):
     def blocks(self) -> nn.ModuleList:
         return self.model.layers
 
-    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.norm(x)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,4 +231,4 @@ class CausalLM(nn.Module):
         ctx.finish()
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
-        return self.logits(self.final_norm(x))  # (B, T, vocab)
+        return self.logits(self.normalize(x))  # (B, T, vocab)

@@ -11,13 +11,21 @@ How a call goes:
   remembers which keys are padding);
 * each step computes logits for the last position only (``logits_to_keep=1``),
   picks the next token (greedy, or temperature -> top-k -> top-p -> min-p ->
-  sample), and writes it into a preallocated (B, P + max_new_tokens) buffer,
-  so nothing grows per step;
+  sample), and writes it into a (B, ...) ids buffer that starts 256 slots
+  past the prompt and doubles when full (a huge ``max_new_tokens`` costs
+  nothing up front; the copies are O(1) amortised per step). Non-finite
+  logits stop the call with :class:`~portagpt.errors.NonFiniteError`;
 * the context is the last ``context_length`` tokens (chapter 5's
   ``idx[:, -context_size:]``). The cache is used while prompt + generated fits
   in the context; past it every step recomputes over the cropped window
   without a cache, exactly as the no-cache path does, so output with and
   without the cache is the same;
+* a model may declare that its cached keys go stale when the sequence grows
+  past N positions (LongRoPE switches to its long frequencies there): any
+  submodule with an int ``reprefill_at`` attribute (``core.rope.RotaryEmbedding``
+  sets it). When a step's sequence first grows past N, the harness drops the
+  cache and prefills the whole sequence again (transformers does the same for
+  such models), so cached and uncached decoding give the same ids;
 * stop tokens end a row. **The stop token is not part of the result** (as in
   chapter 5's ``generate``): ``new_ids`` ends just before it and ``stopped``
   says the row ended that way. A finished row emits ``pad_token_id`` from the
@@ -162,8 +170,13 @@ def next_token(
     min_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled."""
-    if temperature == 0:
+    """(B, vocab) last-position logits -> (B,) next ids: greedy at temperature 0, else sampled.
+
+    Each row is shifted so its largest logit is 0 before dividing by the
+    temperature, so a tiny temperature sends the others to -inf (never inf,
+    never NaN); below float32's smallest normal number it is greedy outright.
+    """
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or too small for float32: greedy
         return logits.argmax(dim=-1)
     logits = logits.float()
     # shift so each row's largest logit is 0 before dividing: the same distribution, but a tiny
@@ -306,6 +319,16 @@ def _compile_failed(exc: Exception) -> CompileError:
 
 
 # ---- the loop -----------------------------------------------------------------------
+def reprefill_points(model: nn.Module) -> tuple[int, ...]:
+    """Sequence lengths past which the model's cached keys are stale (sorted, maybe empty).
+
+    Declared by any submodule through an int ``reprefill_at`` attribute; the
+    harness never asks which family it runs.
+    """
+    points = {getattr(m, "reprefill_at", None) for m in model.modules()}
+    return tuple(sorted(int(n) for n in points if isinstance(n, int) and n > 0))
+
+
 class _Run:
     """State of one generation call; every tensor is made and used under inference mode."""
 
@@ -334,7 +357,7 @@ class _Run:
         # what the model is fed: padding slots hold id 0 (masked out), never pad_token_id,
         # which may be any sentinel (it is only what finished rows report). The buffer grows
         # with the tokens made (see _room), so a huge max_new_tokens costs nothing up front.
-        size = min(total, P + max(64, context_length))
+        size = min(total, P + 256)
         self.seq = torch.zeros((B, size), dtype=torch.long, device=device)
         self.real = torch.ones((B, size), dtype=torch.bool, device=device)
         for r, ids in enumerate(rows):
@@ -349,6 +372,7 @@ class _Run:
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.n_new = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
         self.cache: KVCache | None = None
+        self.reprefill = reprefill_points(model)
         if use_cache and P <= context_length:
             max_len = min(total - 1, context_length)  # the last new token is never fed back
             self.cache = make_cache(model.layer_specs, B, max_len, dtype, device)
@@ -358,11 +382,14 @@ class _Run:
         """(B, vocab) logits for the position after the first P + t tokens."""
         hi = self.P + t
         if self.cache is not None and hi <= self.ctx:
-            if t == 0:
+            prefill = t == 0 or self._stale(hi)
+            if prefill:
+                if t > 0:
+                    self.cache.reset()  # re-prefill: the cached keys are stale past this length
                 x, mask = self.seq[:, :hi], (self.real[:, :hi] if self.padded else None)
             else:
                 x, mask = self.seq[:, hi - 1 : hi], None  # the cache knows the padding
-            if t > 0 and self.step is not None:
+            if not prefill and self.step is not None:
                 return self._compiled_logits(x)
             out = self.model(x, cache=self.cache, attention_mask=mask, logits_to_keep=1)
         else:
@@ -371,6 +398,11 @@ class _Run:
             mask = self.real[:, lo:hi] if self.padded else None
             out = self.model(self.seq[:, lo:hi], attention_mask=mask, logits_to_keep=1)
         return out[:, -1]
+
+    def _stale(self, hi: int) -> bool:
+        """Whether feeding the first ``hi`` tokens crosses a declared re-prefill point."""
+        assert self.cache is not None
+        return any(self.cache.length <= n < hi for n in self.reprefill)
 
     def _compiled_logits(self, x: torch.Tensor) -> torch.Tensor:
         cache = self.cache

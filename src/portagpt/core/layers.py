@@ -100,6 +100,17 @@ def activation(name: str):
         ) from None
 
 
+class Activation(nn.Module):
+    """An activation (by config.json name) as a module, for ``nn.Sequential`` layouts."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.fn = activation(name)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
 class GatedMLP(nn.Module):
     """``down(act(gate(x)) * up(x))``: SwiGLU / GeGLU, names as in most gated-MLP checkpoints."""
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_losses(
@@ -20,6 +24,23 @@ def plot_losses(
     title: str | None = None,
 ) -> list[Path]:
     """Write ``<out_stem>.png`` and ``<out_stem>.pdf``; returns both paths."""
+    fig = loss_figure(tokens_seen, train_losses, val_losses, tokens_per_epoch, title)
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    for path in paths:
+        fig.savefig(path)
+    return paths
+
+
+def loss_figure(
+    tokens_seen: Sequence[float],
+    train_losses: Sequence[float],
+    val_losses: Sequence[float],
+    tokens_per_epoch: float,
+    title: str | None = None,
+) -> Figure:
+    """The loss curve as a matplotlib Figure (Jupyter shows it as the value of a cell)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -40,9 +61,4 @@ def plot_losses(
         top.set_xlabel("Epochs")
         top.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    stem = Path(out_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    for path in paths:
-        fig.savefig(path)
-    return paths
+    return fig

@@ -13,10 +13,13 @@
   near ``ln(vocab)``. The training loss is measured on the first batches of
   the training split *in order* (not the shuffled loader), so evaluation
   never draws from the data-order generator and resumed runs stay exact;
-* tokens seen, a greedy sample from a fixed prompt after every epoch, a tqdm
-  progress bar, and, with ``out_dir``: ``metrics.jsonl`` (one JSON object per
-  step, evaluation and sample) and ``samples.txt`` as it goes, a checkpoint
-  (``out_dir/checkpoint``) at every epoch end, ``loss.png``/``loss.pdf`` at the end;
+* tokens seen, a greedy sample from a fixed prompt after every epoch, a
+  ``tqdm.auto`` progress bar where one belongs (a Jupyter widget, or a text bar
+  when stderr is a terminal; elsewhere only one plain line per evaluation, so
+  a log file holds no ``\\r`` frames; see :func:`progress_class`), and, with
+  ``out_dir``: ``metrics.jsonl`` (one JSON object per step, evaluation and
+  sample) and ``samples.txt`` as it goes, a checkpoint (``out_dir/checkpoint``)
+  at every epoch end, ``loss.png``/``loss.pdf`` at the end;
 * seeded and resumable: the checkpoint holds optimizer, scheduler, RNG and
   data-order state, so 2 epochs equal 1 epoch + resume for 1 more, also from
   a mid-epoch checkpoint (``save_every``).
@@ -44,8 +47,10 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,13 +62,14 @@ from torch.utils.data import DataLoader
 
 from ..errors import UsageError
 from .checkpoint import load_training_state, load_weights, save_checkpoint, unwrap_model
-from .checkpoint_format import atomic_write_bytes
+from .checkpoint_format import atomic_write_bytes, disk_full
 from .loss import adamw, chunked_cross_entropy
+from .rules import Rule, check_rules, finite, one_of, whole
 from .run_folder import CHECKPOINT_DIR, run_folder_lock, write_run_info
 
 METRICS_FILE = "metrics.jsonl"
-SAMPLES_FILE = "samples.txt"
 PLOT_STEM = "loss"
+SAMPLES_FILE = "samples.txt"
 DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
@@ -93,98 +99,47 @@ class TrainConfig:
     seed: int = 123
 
     def validate(self) -> None:
-        """Raise UsageError naming the CLI flag for any nonsensical value."""
-
-        def bad(flag: str, value: Any, need: str, fix: str) -> UsageError:
-            return UsageError(f"{flag} must be {need}, got {value!r}; {fix}")
-
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise bad(
-                "--epochs",
-                self.epochs,
-                "a whole number >= 1",
-                "train for at least one epoch, e.g. --epochs 10.",
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise bad("--lr", self.lr, "a positive finite number", "chapter 5 uses --lr 0.0004.")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise bad(
-                "--weight-decay",
-                self.weight_decay,
-                ">= 0",
-                "use 0 for none or e.g. --weight-decay 0.1.",
-            )
-        if self.decay_filter not in ("all", "matrices"):
-            raise bad("--decay", self.decay_filter, "'all' or 'matrices'", "pick one of the two.")
-        if self.schedule not in ("constant", "cosine"):
-            raise bad("--schedule", self.schedule, "'constant' or 'cosine'", "pick one of the two.")
-        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
-            raise bad(
-                "--warmup",
-                self.warmup_steps,
-                "a whole number of steps >= 0",
-                "use 0 for no warmup.",
-            )
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise bad(
-                "--min-lr-ratio",
-                self.min_lr_ratio,
-                "between 0 and 1",
-                "e.g. 0.1 decays to a tenth of --lr.",
-            )
-        if self.grad_clip is not None and not (
-            self.grad_clip > 0 and math.isfinite(self.grad_clip)
-        ):
-            raise bad(
-                "--clip",
-                self.grad_clip,
-                "a positive max gradient norm",
-                "e.g. --clip 1.0, or 0 to turn clipping off.",
-            )
-        if not (isinstance(self.grad_accum, int) and self.grad_accum >= 1):
-            raise bad(
-                "--grad-accum", self.grad_accum, "a whole number >= 1", "use 1 for no accumulation."
-            )
-        if not (isinstance(self.eval_freq, int) and self.eval_freq >= 1):
-            raise bad(
-                "--eval-freq",
-                self.eval_freq,
-                "a whole number of steps >= 1",
-                "chapter 5 uses --eval-freq 5.",
-            )
-        if not (isinstance(self.eval_iter, int) and self.eval_iter >= 1):
-            raise bad(
-                "--eval-iter",
-                self.eval_iter,
-                "a whole number of batches >= 1",
-                "chapter 5 uses --eval-iter 5.",
-            )
-        if not (isinstance(self.sample_tokens, int) and self.sample_tokens >= 0):
-            raise bad(
-                "--sample-tokens",
-                self.sample_tokens,
-                "a whole number >= 0",
-                "use 0 to skip the sample.",
-            )
-        if not (isinstance(self.save_every, int) and self.save_every >= 0):
-            raise bad(
-                "--save-every",
-                self.save_every,
-                "a whole number of steps >= 0",
-                "use 0 to save at epoch ends only.",
-            )
-        if self.dtype not in DTYPES:
-            raise bad(
-                "--dtype",
-                self.dtype,
-                f"one of {', '.join(DTYPES)}",
-                "weights stay float32 either way.",
-            )
+        """Raise UsageError naming the CLI flag for any nonsensical value (see CONFIG_RULES)."""
+        check_rules(dataclasses.asdict(self), CONFIG_RULES)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+
+# What each TrainConfig field must be, in the order the flags are checked.
+CONFIG_RULES: dict[str, Rule] = {
+    "epochs": Rule("--epochs", "a whole number >= 1", whole(1),
+                   "train for at least one epoch, e.g. --epochs 10."),
+    "lr": Rule("--lr", "a positive finite number", finite(0, strict=True),
+               "chapter 5 uses --lr 0.0004."),
+    "weight_decay": Rule("--weight-decay", ">= 0", finite(0, strict=False),
+                         "use 0 for none or e.g. --weight-decay 0.1."),
+    "decay_filter": Rule("--decay", "'all' or 'matrices'", one_of("all", "matrices"),
+                         "pick one of the two."),
+    "schedule": Rule("--schedule", "'constant' or 'cosine'", one_of("constant", "cosine"),
+                     "pick one of the two."),
+    "warmup_steps": Rule("--warmup", "a whole number of steps >= 0", whole(0),
+                         "use 0 for no warmup."),
+    "min_lr_ratio": Rule("--min-lr-ratio", "between 0 and 1",
+                         lambda v: finite(0, strict=False)(v) and v <= 1,
+                         "e.g. 0.1 decays to a tenth of --lr."),
+    "grad_clip": Rule("--clip", "a positive max gradient norm", finite(0, strict=True),
+                      "e.g. --clip 1.0, or 0 to turn clipping off.", optional=True),
+    "grad_accum": Rule("--grad-accum", "a whole number >= 1", whole(1),
+                       "use 1 for no accumulation."),
+    "eval_freq": Rule("--eval-freq", "a whole number of steps >= 1", whole(1),
+                      "chapter 5 uses --eval-freq 5."),
+    "eval_iter": Rule("--eval-iter", "a whole number of batches >= 1", whole(1),
+                      "chapter 5 uses --eval-iter 5."),
+    "sample_tokens": Rule("--sample-tokens", "a whole number >= 0", whole(0),
+                          "use 0 to skip the sample."),
+    "save_every": Rule("--save-every", "a whole number of steps >= 0", whole(0),
+                       "use 0 to save at epoch ends only."),
+    "dtype": Rule("--dtype", f"one of {', '.join(DTYPES)}", one_of(*DTYPES),
+                  "weights stay float32 either way."),
+}  # fmt: skip
 
 
 # ---- loss --------------------------------------------------------------------------
@@ -389,6 +344,7 @@ class Trainer:
         progress: bool = True,
         run_info: dict[str, Any] | None = None,
         checkpoint_files: Sequence[str | Path] = (),
+        log: Callable[[str], None] | None = print,
     ) -> None:
         self.config = config or TrainConfig()
         self.config.validate()
@@ -408,6 +364,8 @@ class Trainer:
         self.is_main_process = is_main_process
         self.world_size = world_size
         self.progress = progress
+        self.log_fn = log  # where evaluation lines and samples go; None: nowhere
+        self._bar: Any = None
         self.run_info = dict(run_info or {})  # goes into the checkpoint sidecar as "run"
         self.checkpoint_files = [Path(p) for p in checkpoint_files]  # copied into each checkpoint
         # read whole now: the source may be the very checkpoint this run replaces
@@ -482,10 +440,13 @@ class Trainer:
         self._epoch_generator_state = gen.get_state() if gen is not None else None
 
     def log(self, message: str) -> None:
-        if self.is_main_process:
-            from tqdm.auto import tqdm
-
-            tqdm.write(message)
+        """One plain line (main process): above the progress bar when there is one."""
+        if not (self.is_main_process and self.log_fn is not None):
+            return
+        if self._bar is not None and self.log_fn is print:
+            self._bar.write(message)
+        else:
+            self.log_fn(message)
 
     # ---- pieces of the loop ---------------------------------------------------------------
     def _generator(self) -> torch.Generator | None:
@@ -575,8 +536,12 @@ class Trainer:
 
     def _write_metric(self, record: dict[str, Any]) -> None:
         if self._writes():
-            with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+            line = json.dumps(record) + "\n"
+            try:
+                with open(self.out_dir / METRICS_FILE, "a", encoding="utf-8") as f:
+                    f.write(line)
+            except OSError as exc:
+                raise disk_full(exc, self.out_dir / METRICS_FILE, len(line)) or exc from None
 
     def _write_samples(self) -> None:
         if self._writes():
@@ -737,10 +702,11 @@ class Trainer:
         self._start_files(resumed=resume_from is not None)
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        bar = self._progress_bar()
+        bar = self._bar = self._progress_bar()
         try:
             self._run_epochs(bar)
         finally:
+            self._bar = None
             if bar is not None:
                 bar.close()
         self.plot()  # once, at the end (or early stop): matplotlib takes ~1 s per figure
@@ -749,10 +715,9 @@ class Trainer:
         return self.history
 
     def _progress_bar(self) -> Any:
-        if not (self.progress and self.is_main_process):
+        tqdm = progress_class() if (self.progress and self.is_main_process) else None
+        if tqdm is None:
             return None
-        from tqdm.auto import tqdm
-
         return tqdm(
             total=self.total_steps,
             initial=self.global_step + 1,
@@ -824,6 +789,25 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_epoch_end(self, epoch + 1)
         self.save_checkpoint()
+
+
+def progress_class() -> Any:
+    """The progress bar for where output goes, or None for one plain line per evaluation.
+
+    ``tqdm.auto`` gives a widget in Jupyter (with ipywidgets) and the text bar
+    elsewhere; the text bar redraws itself with ``\\r`` frames, which turn a log
+    file into hundreds of lines, so it is used only when stderr is a terminal.
+    """
+    with warnings.catch_warnings():  # no ipywidgets in a kernel: tqdm warns, then falls back
+        warnings.simplefilter("ignore")
+        from tqdm.auto import tqdm as auto
+        from tqdm.autonotebook import tqdm as chosen  # what tqdm.auto builds on: widget or text
+    from tqdm.std import tqdm as text_bar
+
+    if chosen is not text_bar:
+        return auto  # the Jupyter widget
+    isatty = getattr(sys.stderr, "isatty", None)
+    return text_bar if isatty is not None and isatty() else None
 
 
 def flat(text: str) -> str:

@@ -83,7 +83,10 @@ KEYS: dict[str, tuple[str, bool]] = {
             "n_heads", "n_layers", "num_local_experts", "original_max_position_embeddings",
         )
     },
-    **{k: ("pos_int", True) for k in ("head_dim", "num_key_value_heads", "n_inner", "sliding_window", "hidden_dim")},
+    **{
+        k: ("pos_int", True)
+        for k in ("head_dim", "num_key_value_heads", "n_inner", "sliding_window", "hidden_dim")
+    },
     **{k: ("nonneg_int", False) for k in ("num_experts",)},
     **{k: ("token_ids", True) for k in ("bos_token_id", "eos_token_id")},
     "pad_token_id": ("any_token_id", True),  # old configs write -1 for "none"
@@ -112,7 +115,13 @@ KEYS: dict[str, tuple[str, bool]] = {
             "scale_attn_weights", "use_sliding_window",
         )
     },
-    **{k: ("str", False) for k in ("model_type", "hidden_act", "activation_function", "hidden_activation", "activation", "rope_type", "type")},
+    **{
+        k: ("str", False)
+        for k in (
+            "model_type", "hidden_act", "activation_function", "hidden_activation", "activation",
+            "rope_type", "type",
+        )
+    },
     "layer_types": ("str_list", True),
     "architectures": ("str_list", True),
     **{k: ("str", True) for k in ("dtype", "torch_dtype")},
@@ -128,9 +137,12 @@ _INDEX = re.compile(r"(?:^|\.)(\d+)\.")
 
 
 def _fail(where: str, key: str, value: Any, expected: str) -> ConfigError:
-    shown = f"{type(value).__name__} {value!r}" if not isinstance(value, (bool, int, float)) else repr(value)
     if value is None:
         shown = "null"
+    elif isinstance(value, (bool, int, float)):
+        shown = repr(value)
+    else:
+        shown = f"{type(value).__name__} {value!r}"
     return ConfigError(
         f"{where}: the config value {key!r} is {shown}, but it must be {expected}. Fix {key!r} in "
         "the config (the weights were not looked at: this is a config error)."
@@ -263,7 +275,9 @@ def _field(cfg: Any, keys: tuple[str, ...]) -> tuple[str, int] | None:
     return None
 
 
-def check_against_names(cfg: Any, names: Iterable[str], where_config: str, where_weights: str) -> None:
+def check_against_names(
+    cfg: Any, names: Iterable[str], where_config: str, where_weights: str
+) -> None:
     """Refuse a config that asks for more layers (or experts) than the checkpoint's tensors hold.
 
     Only counts the checkpoint's own numbered names, so it runs in microseconds

@@ -20,17 +20,19 @@ the number of missing/unexpected/mismatched tensors: a boolean field is
 flipped (e.g. bias on/off, tied head), an integer field whose value is a
 mismatched dimension takes the checkpoint's value (e.g. the context length
 from the position table, the layer count). What shapes cannot tell (the number
-of attention heads) comes from the preset; the CLI prints the result. When no
-adjusted preset matches exactly, the strict check's report says why and that a
-config.json is needed.
+of attention heads) is never taken from a preset the search picked: when a
+preset fits, the error names it and asks for ``--preset NAME`` (the user
+confirms its head count) or ``--config FILE.json``. With ``--preset`` given,
+the adjusted preset is used and the CLI prints the result. When no adjusted
+preset matches exactly, the strict check's report says why and that a
+config.json is needed. A config dict may also be a foreign format's own
+spelling (``foreign.py``), e.g. a training script's config saved as JSON.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,9 +43,9 @@ from ..core.checkpoint_format import FAMILY_KEY, SIDECAR_FILE, config_from_dict
 from ..errors import ConfigError, UnknownFamilyError
 from .checks import Report
 from .config_values import check_config, check_hf
+from .names import empty_init, name_patterns, strip_prefixes
 
 SIDECAR = SIDECAR_FILE
-_INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
 @dataclass
@@ -54,7 +56,7 @@ class ConfigChoice:
     config: Any
     source: str  # "config.json", "portagpt.json", "--config PATH", "preset NAME", ...
     changes: list[str] = field(default_factory=list)  # fields adjusted from the preset
-    notes: list[str] = field(default_factory=list)  # what the loader decided that the user should know
+    notes: list[str] = field(default_factory=list)  # what the loader decided (e.g. untied a head)
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
@@ -141,15 +143,9 @@ def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> 
     return cfg
 
 
-def name_patterns(names: typing.Iterable[str]) -> set[str]:
-    """Names with their layer/expert indices replaced by ``{}``."""
-    return {_INDEX.sub(".{}", n) for n in names}
-
-
 def detect_family(names: list[str], where: str) -> Family:
     """The one registered family whose native or Hugging Face names cover these names."""
     from ..registry import get_registry
-    from .pipeline import empty_init, strip_prefixes
 
     canon = list(strip_prefixes(names).values())
     pats = name_patterns(canon)
@@ -291,45 +287,26 @@ def family_of_config(config: Any, family: str | Family | None) -> Family:
     )
 
 
-def choose(
-    loc: Any,
-    source: Any,
-    *,
-    family: str | Family | None = None,
-    preset: str | None = None,
-    config: Any = None,
-    sidecar: Mapping[str, Any] | None = None,
-) -> ConfigChoice:
-    """The family and config for ``source`` (see the module docstring for the order)."""
-    from ..registry import get_family
-    from .pipeline import prepare
+def unconfirmed_fields(cfg: Any) -> str:
+    """The config's head counts, as ``name=value``: what tensor shapes can never confirm."""
+    if not dataclasses.is_dataclass(cfg):
+        return ""
+    return ", ".join(
+        f"{f.name}={getattr(cfg, f.name)!r}"
+        for f in dataclasses.fields(cfg)
+        if "head" in f.name and isinstance(getattr(cfg, f.name), int)
+    )
 
-    where = loc.where
-    fam_arg = _family_arg(family, sidecar, source.combined_metadata())
-    if config is not None:
-        if isinstance(config, (str, Path)):
-            hf = read_json(Path(config), "config.json")
-            fam = family_from_hf(hf, fam_arg, repr(str(config)))
-            return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config))), f"--config {config}")
-        if isinstance(config, Mapping):
-            fam = family_from_hf(config, fam_arg, "the config dict")
-            return ConfigChoice(fam, config_from_hf(fam, config, "the config dict"), "config dict")
-        check_config(config, "the config object")
-        return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
-    config_json = loc.folder / "config.json"
-    if preset is None and config_json.is_file():
-        hf = read_json(config_json, "config.json")
-        fam = family_from_hf(hf, fam_arg, repr(str(config_json)))
-        return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config_json))), "config.json")
-    if preset is None and sidecar is not None:
-        if not fam_arg:
-            fam = detect_family(source.names, where)
-        else:
-            fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-        return ConfigChoice(fam, config_from_sidecar(fam, sidecar, where), SIDECAR)
-    if not fam_arg:
-        raise no_config_error(loc, source)
-    fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-    name, cfg, changes, _ = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
-    label = f"preset {name}" + (f" adjusted to the weights ({', '.join(changes)})" if changes else "")
-    return ConfigChoice(fam, cfg, label, changes)
+
+def unconfirmed_error(loc: Any, fam: Family, name: str, cfg: Any, changes: list[str]) -> ConfigError:
+    """A preset fits the shapes, but what shapes cannot show would be the preset's guess: refuse."""
+    heads = unconfirmed_fields(cfg) or "the fields tensor shapes cannot show"
+    adjusted = f", adjusted to the weights ({', '.join(changes)})" if changes else ""
+    return ConfigError(
+        f"{loc.where} has no config beside it. Its shapes fit {fam.name}'s preset {name!r}"
+        f"{adjusted}, but the number of attention heads cannot be read from the weights, and taking "
+        f"it from the preset ({heads}) would be a guess. If the preset's values are right, pass "
+        f"--preset {name} (preset={name!r} in Python); otherwise pass --config FILE.json: the "
+        "checkpoint's config.json, or the training script's config dict saved as JSON (e.g. the "
+        "book's {vocab_size, context_length, emb_dim, n_heads, n_layers, drop_rate, qkv_bias})."
+    )

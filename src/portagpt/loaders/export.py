@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,13 +36,13 @@ from ..adapters.family import Family
 from ..adapters.weights import WeightMap
 from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
+from .choice import check_source
 from .configs import family_of_config
 from .pipeline import (
     FORMAT_KEY,
     Prepared,
     Source,
     _own,
-    check_source,
     main_dtype,
     mapped_tensors,
     parse_dtype,
@@ -168,8 +168,13 @@ def _write(
     tokenizer_from: Path | None = None,
     max_shard_size: int | str = DEFAULT_SHARD_SIZE,
     sidecar_extra: Mapping[str, Any] | None = None,
+    extra_files: Callable[[Path], list[str]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``."""
+    """Write ``prep``'s checkpoint in layout ``to`` into the new folder ``out``.
+
+    ``extra_files(folder)`` writes more files (a foreign format's tokenizer) before the
+    folder appears, and returns their names.
+    """
     fam, cfg = prep.family, prep.config
     metadata = fmt.weights_metadata(to, fam.name)
     if to == "hf":
@@ -197,6 +202,8 @@ def _write(
             sidecar = fmt.sidecar(fam.name, cfg, **dict(sidecar_extra or {}))
             (tmp / fmt.SIDECAR_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
         copied = copy_tokenizer_files(tokenizer_from, tmp)
+        if extra_files is not None:
+            copied += [n for n in extra_files(tmp) if n not in copied]
     return {
         "out": str(out),
         "layout": to,
@@ -259,15 +266,28 @@ def convert(
 ) -> dict[str, Any]:
     """Convert the checkpoint at ``path`` to layout ``to`` (``native`` or ``hf``) in the new folder ``out``.
 
+    ``to`` may also name a foreign format that writes (``loaders/foreign.py``),
+    which then decides what ``out`` is (a folder, or a file).
+
     Safetensors already in layout ``to`` are refused (nothing to convert); a
     ``.pth`` may be converted to either layout (it becomes safetensors).
     """
+    from .foreign import writable, writer
     from .sources import locate
 
-    if to not in LAYOUTS:
-        raise UsageError(f"Unknown layout {to!r}; use --to native or --to hf.")
+    fmt = writer(to) if to not in LAYOUTS else None
+    if to not in LAYOUTS and fmt is None:
+        raise UsageError(f"Unknown layout {to!r}; use --to {', '.join((*LAYOUTS, *writable()))}.")
     loc = locate(path)
     source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
+    if fmt is not None and fmt.write is not None:  # a foreign format writes its own files
+        if Path(out).resolve() == Path(loc.path).resolve():
+            raise UsageError(f"--out {str(out)!r} is the checkpoint itself; choose a new name.")
+        result = fmt.write(prep, source, Path(out), loc)
+        if isinstance(source, StateDictSource):
+            source.close()
+        result.update(source_layout=prep.layout, config_source=choice.source, source=str(loc.path))
+        return result
     if prep.layout == to and loc.kind == "safetensors":  # a .pth to safetensors is a real conversion
         why = (
             f"its safetensors metadata says {FORMAT_KEY}={to}"
@@ -281,6 +301,11 @@ def convert(
     out = Path(out)
     if out.resolve() == Path(loc.folder).resolve():
         raise UsageError(f"--out {str(out)!r} is the checkpoint's own folder; choose a new folder.")
+    if to == "hf" and prep.layout != "native":  # hf-named but not safetensors (.pth, a foreign format)
+        native = StateDictSource(dict(mapped_tensors(prep, source)), private=True)
+        if isinstance(source, StateDictSource):
+            source.close()
+        source, prep = native, prepare(native, prep.family, prep.config, layout="native")
     result = _write(
         out,
         prep,
@@ -290,6 +315,11 @@ def convert(
         tokenizer_from=loc.folder,
         max_shard_size=max_shard_size,
         sidecar_extra={"converted_from": str(loc.path)},
+        extra_files=(
+            (lambda folder: loc.format.tokenizer_files(loc, folder))
+            if loc.format is not None and loc.format.tokenizer_files is not None
+            else None
+        ),
     )
     if isinstance(source, StateDictSource):
         source.close()

@@ -149,15 +149,21 @@ def to_transformers(model: nn.Module, family: str | Family | None = None) -> nn.
 
 
 def load_with_transformers(
-    folder: Path, family: Family, dtype: torch.dtype | None, device: Any, config: Any = None
+    folder: Path,
+    family: Family,
+    dtype: torch.dtype | None,
+    device: Any,
+    config: Any = None,
+    override: bool = False,
 ) -> nn.Module:
     """``from_pretrained(folder)``, then :func:`from_transformers` (the ``--loader hf`` path).
 
-    ``config`` (the family's) stands in for a missing config.json.
+    ``config`` (the family's) stands in for a missing config.json, or replaces
+    it with ``override`` (the loader changed it, e.g. untied a stored head).
     """
     cls = _model_class(family)
     kwargs: dict[str, Any] = {"dtype": dtype if dtype is not None else "auto"}
-    if config is not None and not (folder / "config.json").is_file():
+    if config is not None and (override or not (folder / "config.json").is_file()):
         kwargs["config"] = hf_config_object(family, config)
     try:
         hf = cls.from_pretrained(str(folder), **kwargs)

@@ -9,16 +9,19 @@
 * a ``.safetensors`` file, or a ``*.safetensors.index.json`` (config.json and
   tokenizer files are looked for next to it);
 * a ``.pth``/``.pt``/``.bin``/``.ckpt`` file (a pickled state dict);
-* a hub id: the snapshot folder huggingface_hub resolves it to (see ``hub.py``).
+* a hub id: the snapshot folder huggingface_hub resolves it to (see ``hub.py``);
+* first of all, a path that a foreign format claims (``foreign.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..core.checkpoint_format import SIDECAR_FILE, live_folder
 from ..errors import CheckpointError, CheckpointNotFoundError, UsageError
+from .foreign import detect_format
 from .safetensors_index import TensorIndex, read_index_json, shard_paths, weight_files
 from .state_dict import PTH_SUFFIXES, StateDictSource
 
@@ -35,9 +38,12 @@ class Located:
     files: list[Path]
     weight_map: dict[str, str] | None = None
     repo_id: str | None = None
+    format: Any = None  # a foreign.ForeignFormat that claimed the path (kind is then its name)
 
     def open(self, backend: str = "pread") -> TensorIndex | StateDictSource:
         """Headers (safetensors) or a memory-mapped unpickle (.pth): names, shapes, dtypes."""
+        if self.format is not None and self.format.open is not None:
+            return self.format.open(self)
         if self.kind == "safetensors":
             return TensorIndex(self.files, self.weight_map, backend=backend)
         return StateDictSource.from_file(self.files[0])
@@ -99,6 +105,9 @@ def locate(path: str | Path) -> Located:
         if backup is None:
             raise _missing(path)
         path = backup
+    if (fmt := detect_format(path)) is not None:
+        assert fmt.files is not None and fmt.folder is not None
+        return Located(fmt.name, path, fmt.folder(path), fmt.files(path), format=fmt)
     if path.is_dir():
         return _folder(path)
     name = path.name

@@ -24,7 +24,7 @@ from .interop import (
     check_transformers_parity,
     check_weight_map_roundtrip,
 )
-from .runner import CheckFailed, SmokeContext
+from .context import CheckFailed, SmokeContext
 
 CACHE_ATOL = 1e-4  # fp32: cached decoding vs one full forward pass
 BF16_REL = 0.05  # bf16 logits vs fp32 logits, relative L2 error

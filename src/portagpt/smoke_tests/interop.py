@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..adapters.family import Family
-from .runner import CheckFailed, Skip, SmokeContext
+from .context import CheckFailed, Skip, SmokeContext
 
 PARITY_ATOL = 1e-4  # fp32 logits vs transformers
 LOAD_ATOL = 1e-6  # fp32 logits after a save/load round trip (same weights, same code)
@@ -142,10 +142,29 @@ def check_config_roundtrip(ctx: SmokeContext) -> str:
             raise CheckFailed(f"the model's tensor shapes change after a config.json round trip of the {label}.")
         if back != cfg:
             notes.append(f"{label} object normalised ({_config_diff(cfg, back)})")
+        _check_sidecar_roundtrip(cfg, label)
         if long_cfg is ctx.cfg:
             break
     note = f"; {'; '.join(notes)}" if notes else ""
     return f"config.json round trip loses nothing (model_type {mt!r}, {len(hf)} keys){note}"
+
+
+def _check_sidecar_roundtrip(cfg: Any, label: str) -> None:
+    """portagpt.json keeps the config as a dict: it must rebuild the same config (--resume needs it)."""
+    from ..core.checkpoint_format import config_from_dict, config_to_dict
+    from ..errors import ConfigError
+
+    try:
+        back = config_from_dict(type(cfg), json.loads(json.dumps(config_to_dict(cfg))))
+    except (ConfigError, TypeError) as exc:
+        raise CheckFailed(
+            f"the {label} does not survive portagpt.json's dict round trip: {exc}"
+        ) from None
+    if back != cfg:
+        raise CheckFailed(
+            f"the {label} changes through portagpt.json's dict round trip ({_config_diff(cfg, back)}); "
+            "annotate nested configs with their dataclass and sequences as tuple[...]."
+        )
 
 
 # ---- weight names ----------------------------------------------------------------------------

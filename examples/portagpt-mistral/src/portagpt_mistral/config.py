@@ -45,18 +45,16 @@ PRESETS: dict[str, Preset] = {
     ),
     # The bundled BPE's vocabulary, so `portagpt train --family mistral` trains from scratch.
     "tiny": Preset(
-        replace(
-            _V01, vocab_size=50257, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-            max_position_embeddings=256, sliding_window=64, bos_token_id=50256, eos_token_id=50256,
+        MistralConfig.tiny(
+            intermediate_size=384, num_key_value_heads=2, head_dim=32, sliding_window=64
         ),
         "",
         "4 layers, 128 wide, window 64: a CPU-sized Mistral",
     ),
 }
 
-# Tiny, CPU, well under a second; the window (8) is shorter than the kit's test sequences.
-SMOKE_CONFIG = replace(
-    PRESETS["tiny"].config, vocab_size=256, hidden_size=64, intermediate_size=128,
-    num_hidden_layers=2, head_dim=24, max_position_embeddings=64, sliding_window=8,
-)  # head_dim 24 != 64 / 4, as in Mistral-Nemo
+# Tiny, CPU, well under a second; the window (8) is shorter than the kit's test sequences,
+# and head_dim 24 != 64 / 4, as in Mistral-Nemo.
+SMOKE_CONFIG = MistralConfig.smoke(
+    hidden_size=64, intermediate_size=128, head_dim=24, sliding_window=8
+)

@@ -69,11 +69,17 @@ class Gemma3Config(DecoderConfig):
                 "This Gemma3 config.json sets use_bidirectional_attention (an embedding model "
                 "such as EmbeddingGemma); portagpt's gemma3 family is a causal language model only."
             )
-        thetas = {FULL: d.get("rope_theta", GLOBAL_THETA), SLIDING: d.get("rope_local_base_freq", LOCAL_THETA)}
+        thetas = {
+            FULL: d.get("rope_theta", GLOBAL_THETA),
+            SLIDING: d.get("rope_local_base_freq", LOCAL_THETA),
+        }
         rp = d.get("rope_parameters")
         if not (isinstance(rp, Mapping) and FULL in rp):  # 4.x: rope_scaling is the global layers'
             rp = {FULL: rope_params_from_hf(d, None, GLOBAL_THETA).to_hf()}
-        d["rope_parameters"] = {k: {"rope_theta": t, **(rp.get(k) or {})} for k, t in thetas.items()}
+        d["rope_parameters"] = {
+            k: {"rope_theta": t, **(rp.get(k) or {})}
+            for k, t in thetas.items()
+        }
         if not d.get("layer_types") and "num_hidden_layers" in d:
             d["layer_types"] = _pattern(d["num_hidden_layers"], d.get("sliding_window_pattern", 6))
         return d
@@ -81,75 +87,40 @@ class Gemma3Config(DecoderConfig):
 
 _SRC = "https://huggingface.co/google/{}/blob/main/config.json"
 _270M = Gemma3Config(
-    vocab_size=262_144,
-    hidden_size=640,
-    intermediate_size=2048,
-    num_hidden_layers=18,
-    num_attention_heads=4,
-    num_key_value_heads=1,
-    max_position_embeddings=32_768,
-    sliding_window=512,
-    eos_token_id=(1, 106),
+    vocab_size=262_144, hidden_size=640, intermediate_size=2048, num_hidden_layers=18,
+    num_attention_heads=4, num_key_value_heads=1, max_position_embeddings=32_768,
+    sliding_window=512, eos_token_id=(1, 106),
+)  # fmt: skip
+_1B = replace(
+    _270M, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, layer_types=None
 )
-_1B = replace(_270M, hidden_size=1152, intermediate_size=6912, num_hidden_layers=26, layer_types=None)
 _4B = replace(
-    _1B,
-    layer_types=None,
-    vocab_size=262_208,
-    hidden_size=2560,
-    intermediate_size=10_240,
-    num_hidden_layers=34,
-    num_attention_heads=8,
-    num_key_value_heads=4,
-    max_position_embeddings=131_072,
-    sliding_window=1024,
+    _1B, layer_types=None, vocab_size=262_208, hidden_size=2560, intermediate_size=10_240,
+    num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4,
+    max_position_embeddings=131_072, sliding_window=1024,
     rope_parameters={
         FULL: {"rope_type": "linear", "rope_theta": GLOBAL_THETA, "factor": 8.0},
         SLIDING: {"rope_theta": LOCAL_THETA},
     },
-)
+)  # fmt: skip
+_GEMMA = dict(head_dim=32, query_pre_attn_scalar=32, bos_token_id=None, pad_token_id=None)
 
 PRESETS: dict[str, Preset] = {
     "270M": Preset(_270M, _SRC.format("gemma-3-270m"), "Gemma 3 270M: 18 layers, 640 wide, MQA"),
     "1B": Preset(_1B, _SRC.format("gemma-3-1b-pt"), "Gemma 3 1B: 26 layers, 1152 wide, MQA"),
-    "4B": Preset(
-        _4B,
-        _SRC.format("gemma-3-4b-pt"),
-        "Gemma 3 4B, language model only (text_config of the multimodal checkpoint)",
-    ),
+    "4B": Preset(_4B, _SRC.format("gemma-3-4b-pt"), "Gemma 3 4B (the multimodal's text_config)"),
     # portagpt's own CPU size: the bundled BPE's vocabulary, so it trains from scratch.
     "tiny": Preset(
-        Gemma3Config(
-            vocab_size=50_257,
-            hidden_size=128,
-            intermediate_size=512,
-            num_hidden_layers=6,
-            num_attention_heads=4,
-            num_key_value_heads=1,
-            head_dim=32,
-            query_pre_attn_scalar=32,
-            max_position_embeddings=256,
-            sliding_window=64,
-            bos_token_id=None,
-            eos_token_id=50_256,
-            pad_token_id=None,
+        Gemma3Config.tiny(
+            intermediate_size=512, num_hidden_layers=6, num_key_value_heads=1, sliding_window=64,
+            **_GEMMA,
         ),
         "",
         "6 layers (5 sliding : 1 global), 128 wide, bundled BPE vocabulary: minutes on CPU",
     ),
 }
 
-SMOKE_CONFIG = replace(
-    PRESETS["tiny"].config,
-    vocab_size=256,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_key_value_heads=2,
-    head_dim=8,
-    query_pre_attn_scalar=8,
-    max_position_embeddings=64,
-    sliding_window=4,
-    layer_types=(SLIDING, SLIDING, FULL),
-    eos_token_id=None,
-)
+SMOKE_CONFIG = Gemma3Config.smoke(
+    num_hidden_layers=3, sliding_window=4, layer_types=(SLIDING, SLIDING, FULL),
+    **dict(_GEMMA, head_dim=8, query_pre_attn_scalar=8), eos_token_id=None,
+)  # fmt: skip

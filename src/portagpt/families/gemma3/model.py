@@ -25,8 +25,11 @@ from ...core.cache import AttentionContext
 from ...core.layers import RMSNorm
 
 # (decoder prefix, head name) of the multimodal layouts: on disk, and transformers 5 in memory.
-LAYOUTS = (("language_model.model.", "language_model.lm_head.weight"), ("model.language_model.", "lm_head.weight"))
-VISION = ("vision_tower.*", "model.vision_tower.*", "multi_modal_projector.*", "model.multi_modal_projector.*")
+LAYOUTS = (
+    ("language_model.model.", "language_model.lm_head.weight"),
+    ("model.language_model.", "lm_head.weight"),
+)
+VISION = ("vision_tower.*", "multi_modal_projector.*")  # each also under "model."
 
 
 def make_norm(cfg: Any, dim: int) -> nn.Module:
@@ -51,10 +54,12 @@ class DecoderLayer(decoder.DecoderLayer):
     """Sandwich norms: ``x + norm(attn(norm(x)))``, then ``x + norm(mlp(norm(x)))``."""
 
     attention = Attention
-    norms = (
+    modules = (
         "input_layernorm",
+        "self_attn",
         "post_attention_layernorm",
         "pre_feedforward_layernorm",
+        "mlp",
         "post_feedforward_layernorm",
     )
     make_norm = staticmethod(make_norm)
@@ -62,7 +67,8 @@ class DecoderLayer(decoder.DecoderLayer):
     def forward(
         self, x: torch.Tensor, ctx: AttentionContext, idx: int, rope: decoder.Rope
     ) -> torch.Tensor:
-        x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), ctx, idx, rope))
+        h = self.self_attn(self.input_layernorm(x), ctx, idx, rope)
+        x = x + self.post_attention_layernorm(h)
         return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
 
 
@@ -87,5 +93,9 @@ class Gemma3ForCausalLM(decoder.CausalLM):
             def moved(n: str, src: str = src, head: str = head) -> str:
                 return head if n == "lm_head.weight" else src + n.removeprefix("model.")
 
-            rules += [Rule(tuple(map(moved, r.hf)), r.native, r.transform, r.optional) for r in own if r.native]
-        return WeightMap(rules + [drop(p) for p in VISION])
+            rules += [
+                Rule(tuple(map(moved, r.hf)), r.native, r.transform, r.optional)
+                for r in own
+                if r.native
+            ]
+        return WeightMap(rules + [drop(pre + p) for p in VISION for pre in ("", "model.")])

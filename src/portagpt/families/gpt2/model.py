@@ -1,27 +1,27 @@
-"""GPT-2 in the chapter-5 layout.
+"""GPT-2 in the chapter-5 layout, on the shared decoder's forward, init and tying.
 
 Module names follow the chapter-5 ``GPTModel`` (``tok_emb``, ``pos_emb``,
 ``trf_blocks.{i}.att.W_query``, ``ff.layers.0``, ``norm1.scale``, ``out_head``),
 so a chapter-5 ``model.pth`` is a native checkpoint; ``weights.py`` maps
 Hugging Face's fused, Conv1D-transposed layout onto it. Notable: learned
-absolute positions, pre-LayerNorm with bias, GELU-tanh MLP, optional tied head.
+absolute positions (no RoPE), pre-LayerNorm with bias, GELU-tanh MLP,
+dropout while training, residual projections initialised at
+``0.02 / sqrt(2 * n_layers)``, optional tied head.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...core import decoder
 from ...core.attention import attend
-from ...core.cache import AttentionContext, KVCache, LayerSpec, attention_context
-from ...core.layers import activation, init_normal_, residual_std
+from ...core.cache import AttentionContext
+from ...core.layers import Activation, residual_std
 from ...core.linear import Linear
-from .config import GPT2Config
-
-
-def cache_specs(cfg: GPT2Config) -> list[LayerSpec]:
-    return [LayerSpec(cfg.n_heads, cfg.head_dim) for _ in range(cfg.n_layers)]
 
 
 class LayerNorm(nn.Module):
@@ -38,12 +38,12 @@ class LayerNorm(nn.Module):
         nn.init.zeros_(self.shift)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.layer_norm(x.float(), (x.shape[-1],), self.scale.float(), self.shift.float(), self.eps)
+        y = F.layer_norm(x.float(), x.shape[-1:], self.scale.float(), self.shift.float(), self.eps)
         return y.to(x.dtype)
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, cfg: GPT2Config) -> None:
+    def __init__(self, cfg: Any) -> None:
         super().__init__()
         d = cfg.emb_dim
         self.n_heads, self.head_dim = cfg.n_heads, cfg.head_dim
@@ -65,27 +65,18 @@ class MultiHeadAttention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    def __init__(self, cfg: GPT2Config) -> None:
+    def __init__(self, cfg: Any) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            Linear(cfg.emb_dim, cfg.mlp_dim), _Act(cfg.activation), Linear(cfg.mlp_dim, cfg.emb_dim)
-        )
+        d, hidden = cfg.emb_dim, cfg.mlp_dim
+        act = Activation(cfg.activation)
+        self.layers = nn.Sequential(Linear(d, hidden), act, Linear(hidden, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
 
 
-class _Act(nn.Module):
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.fn = activation(name)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
 class TransformerBlock(nn.Module):
-    def __init__(self, cfg: GPT2Config) -> None:
+    def __init__(self, cfg: Any) -> None:
         super().__init__()
         self.norm1 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.att = MultiHeadAttention(cfg)
@@ -93,7 +84,9 @@ class TransformerBlock(nn.Module):
         self.ff = FeedForward(cfg)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x: torch.Tensor, ctx: AttentionContext, idx: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, ctx: AttentionContext, idx: int, rope: decoder.Rope = None
+    ) -> torch.Tensor:
         if not self.training:  # eval dropout is the identity: skip the calls (decode speed)
             x = x + self.att(self.norm1(x), ctx, idx)
             return x + self.ff(self.norm2(x))
@@ -101,42 +94,30 @@ class TransformerBlock(nn.Module):
         return x + self.drop_shortcut(self.ff(self.norm2(x)))
 
 
-class GPT2Model(nn.Module):
-    def __init__(self, cfg: GPT2Config) -> None:
-        super().__init__()
-        self.config = cfg
-        self.layer_specs = cache_specs(cfg)
+class GPT2Model(decoder.CausalLM):
+    embed_name, head_name = "tok_emb", "out_head"
+
+    def build(self, cfg: Any) -> None:
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
         self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.out_head = Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
-        self.tie_weights()
 
-    def tie_weights(self) -> None:
-        if self.config.tie_word_embeddings:
-            self.out_head.weight = self.tok_emb.weight
+    def scaled_init(self) -> dict[str, float]:
+        std = residual_std(self.config.n_layers, self.config.initializer_range)
+        return {"out_proj": std, "ff.layers.2": std}
 
-    def init_weights(self) -> None:
-        init_normal_(self, 0.02, {"out_proj": residual_std(self.config.n_layers), "ff.layers.2": residual_std(self.config.n_layers)})
-        self.tie_weights()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        *,
-        cache: KVCache | None = None,
-        attention_mask: torch.Tensor | None = None,
-        logits_to_keep: int = 0,
-    ) -> torch.Tensor:
-        ctx = attention_context(self.layer_specs, input_ids, cache, attention_mask)
+    def embed(self, input_ids: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         x = self.tok_emb(input_ids) + self.pos_emb(ctx.positions)  # (B, T, d)
-        if self.training:
-            x = self.drop_emb(x)
-        for i, block in enumerate(self.trf_blocks):
-            x = block(x, ctx, i)
-        ctx.finish()
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self.out_head(self.final_norm(x))  # (B, T, vocab)
+        return self.drop_emb(x) if self.training else x
+
+    def blocks(self) -> nn.ModuleList:
+        return self.trf_blocks
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final_norm(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_head(x)  # (B, T, vocab)

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from ...adapters.family import Family
+from ...adapters import Family
+from ...adapters.tokenizer import BPE_EOT, load_tokenizer_or_bundled
 from ...hookspecs import hookimpl
-from .config import PRESETS, SMOKE_CONFIG, config_from_hf, config_to_hf
-from .model import GPT2Model, cache_specs
-from .tokenizer import EOT, load_tokenizer
-from .weights import tied_weights, weight_map
+from .config import PRESETS, SMOKE_CONFIG
+from .model import GPT2Model
+from .weights import weight_map
 
 FAMILY = Family(
-    name="gpt2",
-    hf_model_types=("gpt2",),
-    config_from_hf=config_from_hf,
-    config_to_hf=config_to_hf,
-    build_model=GPT2Model,
-    weight_map=weight_map,
-    cache_specs=cache_specs,
-    load_tokenizer=load_tokenizer,
-    presets=PRESETS,
-    smoke_config=SMOKE_CONFIG,
+    name="gpt2", build_model=GPT2Model, presets=PRESETS, smoke_config=SMOKE_CONFIG,
+    weight_map=weight_map,  # Conv1D transposes and the fused c_attn
+    load_tokenizer=load_tokenizer_or_bundled,  # its own vocabulary is the bundled BPE
     default_repo_id="openai-community/gpt2",
-    transformers_class="GPT2LMHeadModel",
-    tied_weights=tied_weights,
-    stop_token_ids=(EOT,),
+    stop_token_ids=(BPE_EOT,),
     description="GPT-2: learned positions, LayerNorm, GELU MLP, tied head",
 )
 

@@ -9,22 +9,23 @@ The chapter-5 causal-mask buffer ``att.mask`` and HF's old ``attn.bias`` /
 
 from __future__ import annotations
 
-from ...adapters.weights import Rule, WeightMap, drop, rename, split, transpose
-from .config import GPT2Config
+from typing import Any
+
+from ...adapters import Rule, WeightMap, drop, rename, split, transpose
 
 T = transpose()
+QKV = tuple(f"trf_blocks.{{}}.att.W_{p}" for p in ("query", "key", "value"))
 
 
-def weight_map(cfg: GPT2Config) -> WeightMap:
+def weight_map(cfg: Any) -> WeightMap:
     rules: list[Rule] = []
     for pre in ("transformer.", ""):
-        h = pre + "h.{}."
-        n = "trf_blocks.{}."
+        h, n = pre + "h.{}.", "trf_blocks.{}."
         rules += [
             rename(pre + "wte.weight", "tok_emb.weight"),
             rename(pre + "wpe.weight", "pos_emb.weight"),
-            Rule((h + "attn.c_attn.weight",), (n + "att.W_query.weight", n + "att.W_key.weight", n + "att.W_value.weight"), split(3, dim=0, then=T)),
-            Rule((h + "attn.c_attn.bias",), (n + "att.W_query.bias", n + "att.W_key.bias", n + "att.W_value.bias"), split(3, dim=0)),
+            Rule((h + "attn.c_attn.weight",), tuple(q + ".weight" for q in QKV), split(3, then=T)),
+            Rule((h + "attn.c_attn.bias",), tuple(q + ".bias" for q in QKV), split(3)),
             rename(h + "attn.c_proj.weight", n + "att.out_proj.weight", T),
             rename(h + "attn.c_proj.bias", n + "att.out_proj.bias"),
             rename(h + "mlp.c_fc.weight", n + "ff.layers.0.weight", T),
@@ -43,7 +44,3 @@ def weight_map(cfg: GPT2Config) -> WeightMap:
     rules.append(rename("lm_head.weight", "out_head.weight", optional=cfg.tie_word_embeddings))
     rules.append(drop("trf_blocks.{}.att.mask"))
     return WeightMap(rules)
-
-
-def tied_weights(cfg: GPT2Config) -> tuple[tuple[str, str], ...]:
-    return (("out_head.weight", "tok_emb.weight"),) if cfg.tie_word_embeddings else ()

@@ -35,65 +35,28 @@ def _llama3(factor: float, theta: float = 500_000.0, original: int = 8192) -> di
 
 _SRC = "https://huggingface.co/meta-llama/{}/blob/main/config.json"
 _1B = LlamaConfig(
-    vocab_size=128_256,
-    hidden_size=2048,
-    intermediate_size=8192,
-    num_hidden_layers=16,
-    num_key_value_heads=8,
-    max_position_embeddings=131_072,
-    rms_norm_eps=1e-5,
-    rope_parameters=_llama3(32.0),
-    tie_word_embeddings=True,
-    bos_token_id=128_000,
+    vocab_size=128_256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+    num_key_value_heads=8, max_position_embeddings=131_072, rms_norm_eps=1e-5,
+    rope_parameters=_llama3(32.0), tie_word_embeddings=True, bos_token_id=128_000,
     eos_token_id=128_001,
-)
+)  # fmt: skip
 _3B = replace(_1B, hidden_size=3072, num_hidden_layers=28, num_attention_heads=24, head_dim=128)
 _8B = replace(
-    _3B,
-    hidden_size=4096,
-    intermediate_size=14_336,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    tie_word_embeddings=False,
-    rope_parameters=_llama3(8.0),
-)
+    _3B, hidden_size=4096, intermediate_size=14_336, num_hidden_layers=32, num_attention_heads=32,
+    tie_word_embeddings=False, rope_parameters=_llama3(8.0),
+)  # fmt: skip
+_2_7B = LlamaConfig(max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2)
 
 PRESETS: dict[str, Preset] = {
-    "3.2-1B": Preset(_1B, _SRC.format("Llama-3.2-1B"), "Llama 3.2 1B: 16 layers, 2048 wide, tied head"),
-    "3.2-3B": Preset(_3B, _SRC.format("Llama-3.2-3B"), "Llama 3.2 3B: 28 layers, 3072 wide, tied head"),
-    "3.1-8B": Preset(_8B, _SRC.format("Llama-3.1-8B"), "Llama 3.1 8B: 32 layers, 4096 wide, untied head"),
-    "2-7B": Preset(
-        LlamaConfig(max_position_embeddings=4096, rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2),
-        _SRC.format("Llama-2-7b-hf"),
-        "Llama 2 7B: 32 layers, 4096 wide, multi-head attention, plain RoPE",
-    ),
+    "3.2-1B": Preset(_1B, _SRC.format("Llama-3.2-1B"), "Llama 3.2 1B: 16 layers, 2048 wide, tied"),
+    "3.2-3B": Preset(_3B, _SRC.format("Llama-3.2-3B"), "Llama 3.2 3B: 28 layers, 3072 wide, tied"),
+    "3.1-8B": Preset(_8B, _SRC.format("Llama-3.1-8B"), "Llama 3.1 8B: 32 layers, 4096 wide"),
+    "2-7B": Preset(_2_7B, _SRC.format("Llama-2-7b-hf"), "Llama 2 7B: 32 layers, MHA, plain RoPE"),
     "tiny": Preset(
-        LlamaConfig(
-            vocab_size=50_257,
-            hidden_size=128,
-            intermediate_size=352,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            tie_word_embeddings=True,
-            bos_token_id=50_256,
-            eos_token_id=50_256,
-        ),
+        LlamaConfig.tiny(intermediate_size=352, num_key_value_heads=2),
         "",
         "4 layers, 128 wide, GQA 4/2, bundled BPE vocabulary (~7M params): trains on 2 CPU cores",
     ),
 }
 
-SMOKE_CONFIG = LlamaConfig(
-    vocab_size=256,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    rope_parameters=_llama3(4.0, original=16),
-    bos_token_id=1,
-    eos_token_id=2,
-)
+SMOKE_CONFIG = LlamaConfig.smoke(rope_parameters=_llama3(4.0, original=16))

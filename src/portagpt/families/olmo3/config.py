@@ -60,54 +60,25 @@ _YARN = {
     "beta_slow": 1.0,
 }
 _7B = Olmo3Config(
-    max_position_embeddings=65_536,
-    rms_norm_eps=1e-6,
+    max_position_embeddings=65_536, rms_norm_eps=1e-6, pad_token_id=100_277,
     rope_parameters={FULL: _YARN, SLIDING: {"rope_theta": 500_000.0}},
-    pad_token_id=100_277,
-)
+)  # fmt: skip
 _32B = replace(
-    _7B,
-    hidden_size=5120,
-    intermediate_size=27_648,
-    num_hidden_layers=64,
-    num_attention_heads=40,
-    num_key_value_heads=8,
-    layer_types=None,
-)
+    _7B, hidden_size=5120, intermediate_size=27_648, num_hidden_layers=64, num_attention_heads=40,
+    num_key_value_heads=8, layer_types=None,
+)  # fmt: skip
 
 PRESETS: dict[str, Preset] = {
-    "7B": Preset(
-        _7B, _SRC.format("Olmo-3-1025-7B"), "Olmo 3 7B: 32 layers, 4096 wide, MHA, 3:1 sliding/full"
-    ),
-    "32B": Preset(
-        _32B, _SRC.format("Olmo-3-1125-32B"), "Olmo 3 32B: 64 layers, 5120 wide, GQA (8 KV heads)"
-    ),
+    "7B": Preset(_7B, _SRC.format("Olmo-3-1025-7B"), "Olmo 3 7B: 32 layers, 4096 wide, MHA, 3:1"),
+    "32B": Preset(_32B, _SRC.format("Olmo-3-1125-32B"), "Olmo 3 32B: 64 layers, GQA (8 KV heads)"),
     # portagpt's own CPU size: the bundled BPE's vocabulary, so it trains from scratch.
     "tiny": Preset(
-        Olmo3Config(
-            vocab_size=50_257,
-            hidden_size=128,
-            intermediate_size=384,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            max_position_embeddings=256,
-            rms_norm_eps=1e-6,
-            sliding_window=64,
-            eos_token_id=50_256,
+        Olmo3Config.tiny(
+            intermediate_size=384, rms_norm_eps=1e-6, sliding_window=64, tie_word_embeddings=False
         ),
         "",
         "4 layers (3 sliding : 1 full), 128 wide, bundled BPE vocabulary: minutes on CPU",
     ),
 }
 
-SMOKE_CONFIG = Olmo3Config(
-    vocab_size=256,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    sliding_window=4,
-    eos_token_id=None,
-)
+SMOKE_CONFIG = Olmo3Config.smoke(num_hidden_layers=4, sliding_window=4)

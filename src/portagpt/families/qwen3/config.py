@@ -49,8 +49,8 @@ class Qwen3Config(DecoderConfig):
         step = (i + 1) % self.decoder_sparse_step == 0
         return self.is_moe and i not in self.mlp_only_layers and step
 
-    def _check(self) -> None:
-        super()._check()
+    def validate(self) -> None:
+        super().validate()
         if self.is_moe and not 0 < self.num_experts_per_tok <= self.num_experts:
             raise ConfigError(
                 f"Qwen3 MoE num_experts_per_tok ({self.num_experts_per_tok}) must be between 1 "
@@ -92,77 +92,30 @@ class Qwen3Config(DecoderConfig):
 
 _SRC = "https://huggingface.co/Qwen/{}/blob/main/config.json"
 _Q06 = Qwen3Config(
-    vocab_size=151_936,
-    hidden_size=1024,
-    intermediate_size=3072,
-    num_hidden_layers=28,
-    num_attention_heads=16,
-    num_key_value_heads=8,
-    head_dim=128,
-    max_position_embeddings=40_960,
-    rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0},
-    tie_word_embeddings=True,
-    bos_token_id=151_643,
+    vocab_size=151_936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
+    num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40_960,
+    rope_parameters={"rope_theta": 1e6}, tie_word_embeddings=True, bos_token_id=151_643,
     eos_token_id=151_645,
-)
-_Q8 = replace(
-    _Q06,
-    hidden_size=4096,
-    intermediate_size=12_288,
-    num_hidden_layers=36,
-    num_attention_heads=32,
-    tie_word_embeddings=False,
-)
-_TINY = replace(
-    _Q06,
-    vocab_size=50_257,
-    hidden_size=128,
-    intermediate_size=352,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=32,
-    max_position_embeddings=256,
-    rope_parameters=None,
-    bos_token_id=50_256,
-    eos_token_id=50_256,
-)
+)  # fmt: skip
+_TINY = Qwen3Config.tiny(intermediate_size=352, num_key_value_heads=2, head_dim=32)
 
 
-def _size(base: Qwen3Config, width: int, mlp: int, layers: int, heads: int) -> Qwen3Config:
-    return replace(
-        base,
-        hidden_size=width,
-        intermediate_size=mlp,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-    )
+def _size(width: int, mlp: int, layers: int, heads: int, **kw: Any) -> Qwen3Config:
+    dims = dict(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers)
+    return replace(_Q06, **dims, num_attention_heads=heads, **kw)
 
 
+_UNTIED = dict(tie_word_embeddings=False)
+_MOE = dict(num_key_value_heads=4, num_experts=128, moe_intermediate_size=768, norm_topk_prob=True)
 PRESETS: dict[str, Preset] = {
     "0.6B": Preset(_Q06, _SRC.format("Qwen3-0.6B"), "Qwen3 0.6B: 28 layers, 1024 wide, tied head"),
-    "1.7B": Preset(
-        _size(_Q06, 2048, 6144, 28, 16),
-        _SRC.format("Qwen3-1.7B"),
-        "Qwen3 1.7B: 28 layers, 2048 wide, tied head",
-    ),
-    "4B": Preset(
-        _size(_Q06, 2560, 9728, 36, 32),
-        _SRC.format("Qwen3-4B"),
-        "Qwen3 4B: 36 layers, 2560 wide, tied head",
-    ),
-    "8B": Preset(_Q8, _SRC.format("Qwen3-8B"), "Qwen3 8B: 36 layers, 4096 wide"),
-    "14B": Preset(_size(_Q8, 5120, 17408, 40, 40), _SRC.format("Qwen3-14B"), "Qwen3 14B: 40 layers"),
-    "32B": Preset(_size(_Q8, 5120, 25600, 64, 64), _SRC.format("Qwen3-32B"), "Qwen3 32B: 64 layers"),
+    "1.7B": Preset(_size(2048, 6144, 28, 16), _SRC.format("Qwen3-1.7B"), "Qwen3 1.7B: tied head"),
+    "4B": Preset(_size(2560, 9728, 36, 32), _SRC.format("Qwen3-4B"), "Qwen3 4B: tied head"),
+    "8B": Preset(_size(4096, 12288, 36, 32, **_UNTIED), _SRC.format("Qwen3-8B"), "Qwen3 8B"),
+    "14B": Preset(_size(5120, 17408, 40, 40, **_UNTIED), _SRC.format("Qwen3-14B"), "Qwen3 14B"),
+    "32B": Preset(_size(5120, 25600, 64, 64, **_UNTIED), _SRC.format("Qwen3-32B"), "Qwen3 32B"),
     "30B-A3B": Preset(
-        replace(
-            _size(_Q8, 2048, 6144, 48, 32),
-            num_key_value_heads=4,
-            num_experts=128,
-            num_experts_per_tok=8,
-            moe_intermediate_size=768,
-            norm_topk_prob=True,
-        ),
+        _size(2048, 6144, 48, 32, **_UNTIED, **_MOE),
         _SRC.format("Qwen3-30B-A3B"),
         "Qwen3 MoE 30B-A3B: 48 layers, 128 experts, 8 active per token",
     ),
@@ -175,15 +128,4 @@ PRESETS: dict[str, Preset] = {
     ),
 }
 
-SMOKE_CONFIG = replace(
-    _TINY,
-    vocab_size=256,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=2,
-    head_dim=16,
-    max_position_embeddings=64,
-    tie_word_embeddings=False,
-    bos_token_id=1,
-    eos_token_id=2,
-)
+SMOKE_CONFIG = Qwen3Config.smoke(head_dim=16)

@@ -1,0 +1,162 @@
+"""``portagpt chat``: an interactive, streaming, multi-turn chat with a checkpoint.
+
+    portagpt chat --checkpoint DIR [--repo-id ID] [--system TEXT] [--max-new-tokens 512]
+        [--temperature 0] [--top-k K] [--top-p P] [--min-p M] [--seed S] [--threads N]
+        [--max-context N] [--dtype D] [--device DEV] [--json]
+
+Each line read from stdin is one user turn; the answer streams to stdout,
+rendered with the checkpoint's chat template and stopped at the template's
+end-of-turn token. The KV cache is kept across turns, so a turn prefills only
+the tokens it adds; stderr gets one line per turn with the tokens prefilled
+against the conversation's length (what re-reading it all would cost).
+Ctrl-C stops the current answer (the conversation goes on), Ctrl-D (end of
+input) quits; ``/reset`` starts over (also what to do when the conversation
+outgrows ``--max-context``: the turn is refused and the session goes on).
+``--json`` ends stdout with one JSON object: the messages and, per turn, the
+prefill counts. A checkpoint without a chat template is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from .generate import _device
+
+
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "chat",
+        parents=parents,
+        help="chat with a checkpoint (its chat template, streaming, KV cache kept across turns)",
+        description="Interactive multi-turn chat with a checkpoint that has a chat template.",
+    )
+    p.add_argument("path", nargs="?", help="checkpoint folder (same as --checkpoint)")
+    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder to load")
+    p.add_argument("--repo-id", metavar="ID", help="Hugging Face hub id (through the HF cache)")
+    p.add_argument("--revision", help="hub branch, tag or commit (with --repo-id)")
+    p.add_argument("--family", default=None, help="force the family instead of detecting it")
+    p.add_argument("--system", default=None, help="a system message to start the conversation")
+    p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="per answer")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
+    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample from the K best")
+    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus mass, in (0, 1]")
+    p.add_argument("--min-p", type=float, default=None, metavar="M", help="keep p >= M x the top p")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads per step")
+    p.add_argument(
+        "--max-context",
+        type=int,
+        default=None,
+        metavar="N",
+        help="KV cache positions for the whole conversation (default: the model's, at most 4096)",
+    )
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if present)")
+    p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
+    p.set_defaults(func=run)
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from ..errors import TokenizerError, UsageError
+    from ..loaders import load_full
+
+    if args.path and args.checkpoint and args.path != args.checkpoint:
+        raise UsageError("Give the checkpoint once: as PATH or as --checkpoint PATH, not both.")
+    path = args.path or args.checkpoint
+    if path is None and args.repo_id is None:
+        raise UsageError("Nothing to chat with: pass --checkpoint DIR or --repo-id ID.")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}.")
+    if args.max_context is not None and args.max_context < 2:
+        raise UsageError(f"--max-context must be >= 2, got {args.max_context}.")
+    loaded = load_full(
+        path,
+        repo_id=args.repo_id,
+        revision=args.revision,
+        family=args.family,
+        dtype=args.dtype,
+        device=_device(args.device),
+        tokenizer=True,
+    )
+    if loaded.tokenizer is None:
+        raise TokenizerError(f"{loaded.source!r} has no tokenizer, so nothing to chat with.")
+    return loaded
+
+
+def _answer(chat: Any, text: str) -> bool:
+    """Stream one answer; False when Ctrl-C stopped it."""
+    gen = chat.send(text)
+    try:
+        for piece in gen:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        gen.close()
+        sys.stdout.write(" [stopped]")
+        return False
+    finally:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    return True
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.chat import Chat, ContextFullError, SamplingOptions
+
+    loaded = _load(args)
+    options = SamplingOptions(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed
+    )
+    chat = Chat(
+        loaded.model,
+        loaded.tokenizer,
+        system=args.system,
+        options=options,
+        max_context=args.max_context,
+        threads=args.threads,
+    )
+    tty = sys.stdin.isatty()
+    if tty:
+        print(
+            f"chatting with {loaded.source} ({loaded.family.name}); Ctrl-C stops an answer, "
+            "Ctrl-D quits",
+            file=sys.stderr,
+        )
+    while True:
+        try:
+            if tty:
+                sys.stdout.write("> ")
+                sys.stdout.flush()
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            print("\n(Ctrl-D quits)", file=sys.stderr)
+            continue
+        if not line:  # end of input: Ctrl-D, or the pipe closed
+            break
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        if text.strip() == "/reset":
+            chat.reset()
+            continue
+        t0 = time.perf_counter()
+        try:
+            _answer(chat, text)
+        except ContextFullError as exc:  # the session goes on: /reset, or Ctrl-D
+            print(f"portagpt: {exc} Type /reset to start over.", file=sys.stderr)
+            continue
+        turn = chat.turns[-1]
+        print(
+            f"[turn {len(chat.turns)}: prefilled {turn.prefilled} of {turn.conversation} "
+            f"conversation tokens, {turn.generated} new in {time.perf_counter() - t0:.2f} s"
+            f"{', end of turn' if turn.stopped else ''}]",
+            file=sys.stderr,
+        )
+    if args.json:
+        turns = [vars(t) for t in chat.turns]
+        print(json.dumps({"family": loaded.family.name, "messages": chat.messages, "turns": turns}))
+    return 0
