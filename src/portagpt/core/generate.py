@@ -269,13 +269,23 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     return None
 
 
-def decode_threads(device: torch.device, fixed: int | None) -> Threads | ThreadChooser:
+_CHOOSER = "_portagpt_thread_chooser"  # where a model keeps its ThreadChooser
+
+
+def decode_threads(
+    model: nn.Module, device: torch.device, fixed: int | None
+) -> Threads | ThreadChooser:
     """The thread context of each one-token step: ``fixed`` when set (or off CPU, or torch on
-    one thread); else a :class:`ThreadChooser` timing torch's count against one thread."""
+    one thread); else a :class:`ThreadChooser` timing torch's count against one thread, kept
+    on the model (not in its state) so later calls start from what earlier ones measured."""
     n = torch.get_num_threads()
     if fixed is not None or device.type != "cpu" or n < 2:
         return Threads(fixed)
-    return ThreadChooser((n, 1))
+    chooser = model.__dict__.get(_CHOOSER)
+    if not isinstance(chooser, ThreadChooser) or chooser.candidates != (n, 1):
+        chooser = ThreadChooser((n, 1))
+        model.__dict__[_CHOOSER] = chooser
+    return chooser
 
 
 # ---- compiled decode step ----------------------------------------------------------------
@@ -527,7 +537,7 @@ def stream(
     device, _ = _model_place(model)
     fixed = step_threads(model, device, threads)
     first_threads = Threads(fixed)  # the prefill: many rows, torch's count unless one is fixed
-    n_threads = decode_threads(device, fixed)
+    n_threads = decode_threads(model, device, fixed)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device)

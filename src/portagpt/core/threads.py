@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 SMALL_OP_ELEMENTS = 1 << 18  # ~1 MiB of fp32: microseconds of work on one core
+HISTORY_STEPS = 4096  # steps a ThreadChooser remembers in ``history``
 
 
 class Threads:
@@ -66,13 +67,17 @@ class ThreadChooser:
     runs on the machine*: on 2 cores with one other busy process, a 270M
     model's steps took twice as long on two threads as on one, while on an idle
     machine two threads were faster. So the chooser measures instead of
-    guessing: the first ``2 * samples`` steps alternate the candidates, then
-    every step runs on the one with the lowest estimate (median of its last
-    ``window`` step times), and now and then one step probes the other so a
-    change of load is noticed. The probe interval is set so that probing costs
-    at most ``budget`` of the time (a probe on a choice twice as slow costs one
-    step: it comes every ``1 / budget`` steps), between ``min_interval`` and
-    ``max_interval`` steps.
+    guessing: the first steps run once on each candidate, and again (up to
+    ``samples`` times) on those within ``explore_ratio`` of the fastest (a
+    clearly slower count is not paid for twice); then every step runs on the
+    one with the lowest estimate (median of its last ``window`` step times),
+    and now and then one step probes the other so a change of load is
+    noticed. The probe interval is set so that probing costs at most
+    ``budget`` of the time (a probe on a choice twice as slow costs one step:
+    it comes every ``1 / budget`` steps), between ``min_interval`` and
+    ``max_interval`` steps. A caller that decodes many times keeps one chooser
+    (``core/generate.py`` keeps it on the model), so later calls start from
+    what the earlier ones measured.
 
     Use it as the context of each step (``with chooser: step()``); ``timer``
     can be injected (tests). Under ``torch.compile`` tracing it changes nothing.
@@ -84,6 +89,7 @@ class ThreadChooser:
         *,
         timer: Callable[[], float] = time.perf_counter,
         samples: int = 2,
+        explore_ratio: float = 1.5,
         window: int = 3,
         budget: float = 0.05,
         min_interval: int = 8,
@@ -92,6 +98,7 @@ class ThreadChooser:
         self.candidates = tuple(dict.fromkeys(candidates))  # unique, in order
         self.timer = timer
         self.samples = samples
+        self.explore_ratio = explore_ratio
         self.budget = budget
         self.min_interval, self.max_interval = min_interval, max_interval
         self.times: dict[int, deque[float]] = {n: deque(maxlen=window) for n in self.candidates}
@@ -119,10 +126,19 @@ class ThreadChooser:
 
     def next_threads(self) -> int:
         """The count the next step should run on."""
-        unsampled = [n for n in self.candidates if len(self.times[n]) < self.samples]
-        if unsampled:  # exploring: the least-sampled candidate, in order
-            return min(unsampled, key=lambda n: len(self.times[n]))
+        unsampled = [n for n in self.candidates if not self.times[n]]
+        if unsampled:  # exploring: one step on each candidate first, in order
+            return unsampled[0]
         best = self.best()
+        limit = self.estimate(best) * self.explore_ratio
+        close = [
+            n
+            for n in self.candidates
+            if len(self.times[n]) < self.samples and self.estimate(n) <= limit
+        ]
+        if close:  # a second look only at candidates close to the best: a clearly slower one
+            return min(close, key=lambda n: len(self.times[n]))  # waits for the probes
+
         if len(self.candidates) > 1 and self.steps_since_probe >= self.probe_interval():
             self.steps_since_probe = 0
             others = [n for n in self.candidates if n != best]
@@ -132,6 +148,8 @@ class ThreadChooser:
 
     def record(self, n: int, seconds: float) -> None:
         self.times[n].append(seconds)
+        if len(self.history) >= HISTORY_STEPS:  # a chooser kept for a session stays small
+            del self.history[: HISTORY_STEPS // 2]
         self.history.append(n)
 
     def __enter__(self) -> None:
