@@ -151,7 +151,12 @@ def hf_config(name: str):  # noqa: ANN201 - a transformers config
     gpt2, gemma3 = get_family("gpt2"), get_family("gemma3")
     if name == "tiny":
         small = replace(
-            gpt2.preset("124M"), vocab_size=512, context_length=256, emb_dim=64, n_heads=4, n_layers=2
+            gpt2.preset("124M"),
+            vocab_size=512,
+            context_length=256,
+            emb_dim=64,
+            n_heads=4,
+            n_layers=2,
         )
         d = gpt2.config_to_hf(small)
     elif name == "124M":
@@ -303,7 +308,9 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
         f"{wbytes / 2**20:.1f} MiB of weights read per token; "
         f"write {t_write:.1f} s, load + first forward: portagpt {t_ours:.2f} s, transformers {t_theirs:.2f} s"
     )
-    print(f"  roofline at {bandwidth / 1e9:.2f} GB/s: {roof:.1f} tokens/s; reference: {ref} (the faster)")
+    print(
+        f"  roofline at {bandwidth / 1e9:.2f} GB/s: {roof:.1f} tokens/s; reference: {ref} (the faster)"
+    )
     for k, v in tps.items():
         print(
             f"  {k:<27} {v:8.1f} tokens/s  x{v / tps[ref]:5.2f} vs {ref}  "

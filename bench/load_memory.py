@@ -195,7 +195,11 @@ def main() -> None:
     ap.add_argument("--models", default="gpt2,gemma3", help="comma-separated: " + ", ".join(MODELS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="checkpoint folder to write (or reuse if it exists)")
-    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="comma-separated subset of: " + ", ".join(METHODS))
+    ap.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated subset of: " + ", ".join(METHODS),
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -231,7 +235,9 @@ def report(model: str, size: int, results: dict[str, list[dict]], runs: int) -> 
     def med(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
-    print(f"\ncheckpoint: {model}, fp32, {size / MB:.1f} MiB; median of {runs} run(s); CPU threads: {os.cpu_count()}")
+    print(
+        f"\ncheckpoint: {model}, fp32, {size / MB:.1f} MiB; median of {runs} run(s); CPU threads: {os.cpu_count()}"
+    )
     if not all(r["peak_reset"] for rows in results.values() for r in rows):
         print("(the RSS high-water mark could not be reset after imports: peaks include them)")
     head = (

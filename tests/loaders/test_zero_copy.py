@@ -14,7 +14,9 @@ from portagpt.errors import PortagptError
 from portagpt.loaders import load_full
 from portagpt.loaders import pipeline as pipeline_mod
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps"
+)
 
 
 def file_mappings(folder: Path) -> list[tuple[int, int]]:
@@ -37,7 +39,9 @@ def inside(t: torch.Tensor, ranges: list[tuple[int, int]]) -> bool:
 
 
 @pytest.mark.parametrize("fixture", ["gpt2_ref", "gpt2_sharded"])
-def test_mmap_loader_uses_untransformed_tensors_from_the_file_and_equals_meta(fixture, gpt2_ref, request):
+def test_mmap_loader_uses_untransformed_tensors_from_the_file_and_equals_meta(
+    fixture, gpt2_ref, request
+):
     folder = gpt2_ref.folder if fixture == "gpt2_ref" else request.getfixturevalue(fixture)
     copied = load_full(folder, loader="meta", tokenizer=False).model
     mapped = load_full(folder, loader="mmap", tokenizer=False).model
@@ -46,7 +50,12 @@ def test_mmap_loader_uses_untransformed_tensors_from_the_file_and_equals_meta(fi
     assert ranges, "the mmap loader mapped no safetensors file"
     params = dict(mapped.named_parameters())
     # HF GPT-2 stores embeddings and norms as portagpt keeps them, its Conv1D matrices transposed
-    for name in ("tok_emb.weight", "pos_emb.weight", "trf_blocks.0.norm1.scale", "final_norm.shift"):
+    for name in (
+        "tok_emb.weight",
+        "pos_emb.weight",
+        "trf_blocks.0.norm1.scale",
+        "final_norm.shift",
+    ):
         assert inside(params[name], ranges), f"{name} was copied"
     for name in ("trf_blocks.0.att.W_query.weight", "trf_blocks.1.ff.layers.0.weight"):
         assert not inside(params[name], ranges), f"{name} (transposed) points into the file"
@@ -72,7 +81,9 @@ def test_mmap_weights_train_without_touching_the_file(gpt2_ref, copy_of):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_mmap_loader_runs_the_strict_check_before_reading_any_weight(gpt2_ref, copy_of, monkeypatch):
+def test_mmap_loader_runs_the_strict_check_before_reading_any_weight(
+    gpt2_ref, copy_of, monkeypatch
+):
     folder = copy_of(gpt2_ref.folder)
     state = load_file(str(folder / "model.safetensors"))
     state.pop(next(k for k in state if k.endswith("ln_f.weight")))
