@@ -37,6 +37,7 @@ from ..adapters.weights import WeightMap
 from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
 from .configs import family_of_config
+from .hub import TOKENIZER_FILES
 from .pipeline import (
     FORMAT_KEY,
     Prepared,
@@ -53,18 +54,6 @@ from .state_dict import StateDictSource
 
 LAYOUTS = ("native", "hf")
 DEFAULT_SHARD_SIZE = "5GB"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-)
 
 
 @contextmanager
