@@ -23,7 +23,8 @@ import sys
 import time
 from typing import Any
 
-from .generate import _device
+from .generate import _device, add_sampling_args
+from .load import add_source_args, checkpoint_path
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -33,19 +34,10 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="chat with a checkpoint (its chat template, streaming, KV cache kept across turns)",
         description="Interactive multi-turn chat with a checkpoint that has a chat template.",
     )
-    p.add_argument("path", nargs="?", help="checkpoint folder (same as --checkpoint)")
-    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder to load")
-    p.add_argument("--repo-id", metavar="ID", help="Hugging Face hub id (through the HF cache)")
-    p.add_argument("--revision", help="hub branch, tag or commit (with --repo-id)")
-    p.add_argument("--family", default=None, help="force the family instead of detecting it")
+    add_source_args(p, family_help="force the family instead of detecting it")
     p.add_argument("--system", default=None, help="a system message to start the conversation")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="per answer")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample from the K best")
-    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus mass, in (0, 1]")
-    p.add_argument("--min-p", type=float, default=None, metavar="M", help="keep p >= M x the top p")
-    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads per step")
+    add_sampling_args(p)
     p.add_argument(
         "--max-context",
         type=int,
@@ -63,9 +55,7 @@ def _load(args: argparse.Namespace) -> Any:
     from ..errors import TokenizerError, UsageError
     from ..loaders import load_full
 
-    if args.path and args.checkpoint and args.path != args.checkpoint:
-        raise UsageError("Give the checkpoint once: as PATH or as --checkpoint PATH, not both.")
-    path = args.path or args.checkpoint
+    path = checkpoint_path(args)
     if path is None and args.repo_id is None:
         raise UsageError("Nothing to chat with: pass --checkpoint DIR or --repo-id ID.")
     if args.threads is not None and args.threads < 1:
@@ -77,6 +67,8 @@ def _load(args: argparse.Namespace) -> Any:
         repo_id=args.repo_id,
         revision=args.revision,
         family=args.family,
+        preset=args.preset,
+        config=args.config,
         dtype=args.dtype,
         device=_device(args.device),
         tokenizer=True,
