@@ -337,19 +337,24 @@ def read_index_json(idx: Path) -> dict[str, str]:
     return weight_map
 
 
+def indexed_shards(idx: Path) -> tuple[list[Path], dict[str, str]]:
+    """The shard files an index names (each one present) and its weight map."""
+    weight_map = read_index_json(idx)
+    shards = shard_paths(idx, weight_map)
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise CheckpointNotFoundError(
+            f"{str(idx)!r} names shard(s) missing from the folder: {', '.join(missing)}. "
+            "Download the missing shards (or the whole checkpoint) again."
+        )
+    return shards, weight_map
+
+
 def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The safetensors files of a folder (and the index's weight map, when there is one)."""
     idx = folder / INDEX_NAME
     if idx.is_file():
-        weight_map = read_index_json(idx)
-        shards = shard_paths(idx, weight_map)
-        missing = [s.name for s in shards if not s.is_file()]
-        if missing:
-            raise CheckpointNotFoundError(
-                f"{str(idx)!r} names shard(s) missing from the folder: {', '.join(missing)}. "
-                "Download the missing shards (or the whole checkpoint) again."
-            )
-        return shards, weight_map
+        return indexed_shards(idx)
     single = folder / SINGLE_NAME
     if single.is_file():
         return [single], None
