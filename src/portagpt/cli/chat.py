@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from .generate import _device, add_sampling_args
+from .generate import _device, add_placement_args, add_sampling_args
 from .load import add_source_args, checkpoint_path
 
 
@@ -45,8 +45,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         metavar="N",
         help="KV cache positions for the whole conversation (default: the model's, at most 4096)",
     )
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, auto")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if present)")
+    add_placement_args(p)
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.set_defaults(func=run)
 

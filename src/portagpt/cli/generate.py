@@ -49,12 +49,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument(
         "--family", default=None, help="force the family instead of config.json's model_type"
     )
-    p.add_argument(
-        "--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto"
-    )
-    p.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if present)"
-    )
+    add_placement_args(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +69,12 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
         help="torch threads for the generation steps (default: 1 for models under 16 MiB of "
         "weights on CPU, else torch's choice); 1 is faster on a busy machine",
     )
+
+
+def add_placement_args(p: argparse.ArgumentParser) -> None:
+    """Where the model runs and in which dtype: shared by generate and chat."""
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
 
 
 def _device(name: str) -> str:
