@@ -274,7 +274,7 @@ def test_config_round_trips_through_config_json(preset):
     d = dict(hf)
     tcfg = AutoConfig.for_model(d.pop("model_type"), **d)
     assert type(tcfg).__name__ == ("Qwen3MoeConfig" if cfg.is_moe else "Qwen3Config")
-    assert tcfg.rope_parameters == cfg.rope.to_hf()
+    assert tcfg.rope_parameters == cfg.rope().to_hf()
     assert tcfg.head_dim == cfg.head_dim and tcfg.num_key_value_heads == cfg.num_key_value_heads
     if cfg.is_moe:
         assert (tcfg.num_experts, tcfg.norm_topk_prob) == (cfg.num_experts, cfg.norm_topk_prob)
