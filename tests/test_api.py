@@ -267,7 +267,8 @@ def test_api_errors_are_the_commands_errors(capsys, tmp_path, call, argv, error)
 def test_generate_checks_its_options_like_the_command(capsys, checkpoint) -> None:
     with pytest.raises(UsageError) as caught:
         portagpt.generate(checkpoint, prompt=PROMPT, max_new_tokens=0)
-    argv = ["generate", "--checkpoint", str(checkpoint), "--prompt", PROMPT, "--max-new-tokens", "0"]
+    argv = ["generate", "--checkpoint", str(checkpoint), "--prompt", PROMPT]
+    argv += ["--max-new-tokens", "0"]
     assert " ".join(str(caught.value).split()) == cli_error(capsys, *argv)
 
 
@@ -291,6 +292,35 @@ def test_training_log_written_to_a_file_has_no_carriage_returns(text, tmp_path) 
              if r["type"] == "eval"]  # fmt: skip
     assert len([ln for ln in lines if ln.startswith("Ep ")]) == len(evals) >= 2
     assert lines[-1].startswith("Wrote ")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_a_terminal_gets_the_bar_above_the_same_lines(text, tmp_path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    parent, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 120 columns
+    argv = [sys.executable, "-m", "portagpt", "train", "--out", str(tmp_path / "run"),
+            "--data", str(text), "--epochs", "1", "--context-length", "32", "--batch-size", "4",
+            "--eval-freq", "2", "--eval-iter", "1", "--sample-tokens", "3", "--threads", "1"]  # fmt: skip
+    env = {**os.environ, "PORTAGPT_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    proc = subprocess.Popen(argv, stdout=child, stderr=child, env=env)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=600) == 0, out.decode(errors="replace")
+    assert b"step/s" in out and b"Ep 1/1:" in out  # the text bar, redrawn in place
+    assert out.count(b"Ep 1 (Step ") == 3  # and the evaluation lines, once each
 
 
 def test_the_text_bar_is_drawn_only_on_a_terminal(monkeypatch) -> None:

@@ -51,8 +51,10 @@ def saved_plots(nb: object, out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for cell in nb.cells:  # type: ignore[attr-defined]
-        names = [t.split(":", 1)[1] for t in cell.metadata.get("tags", []) if t.startswith("artifact:")]
-        pngs = [o["data"]["image/png"] for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        tags = cell.metadata.get("tags", [])
+        names = [t.split(":", 1)[1] for t in tags if t.startswith("artifact:")]
+        outputs = [o.get("data", {}) for o in cell.get("outputs", [])]
+        pngs = [data["image/png"] for data in outputs if "image/png" in data]
         for name, png in zip(names, pngs, strict=False):
             path = out / f"{name}.png"
             path.write_bytes(base64.b64decode(png))

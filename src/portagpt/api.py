@@ -217,8 +217,8 @@ def compare(
     existing = [n for n in (cmp.JSON_FILE, cmp.MARKDOWN_FILE) if folder and (folder / n).exists()]
     if existing and not overwrite:
         raise UsageError(
-            f"{str(folder)!r} already holds a comparison ({', '.join(existing)}); pass --overwrite to "
-            "replace it, or --out NEW_DIR."
+            f"{str(folder)!r} already holds a comparison ({', '.join(existing)}); pass --overwrite "
+            "to replace it, or --out NEW_DIR."
         )
     settings.validate()
     if data:

@@ -58,8 +58,9 @@ def forward_check(model: Any, ids: list[int]) -> dict[str, Any]:
     if not finite:
         bad = int((~torch.isfinite(logits)).sum())
         raise CheckpointError(
-            f"The forward pass produced {bad} non-finite logit(s) (NaN or inf) out of {logits.numel()}: "
-            "the weights are corrupted or overflow this dtype. Try --dtype float32, or --verify the files."
+            f"The forward pass produced {bad} non-finite logit(s) (NaN or inf) out of "
+            f"{logits.numel()}: the weights are corrupted or overflow this dtype. Try --dtype "
+            "float32, or --verify the files."
         )
     return {"shape": list(logits.shape), "finite": finite, "max_abs": float(logits.abs().max())}
 
@@ -73,7 +74,8 @@ def prompt_ids(loaded: Any, prompt: str) -> tuple[list[int], str | None]:
     ids = tok.encode(prompt) or [0]
     if max(ids) >= vocab:
         return [i % vocab for i in range(1, 6)], (
-            f"the tokenizer's ids reach {max(ids)} but the model has {vocab} embeddings: sampled from ids 1..5"
+            f"the tokenizer's ids reach {max(ids)} but the model has {vocab} embeddings: "
+            "sampled from ids 1..5"
         )
     return ids, None
 
@@ -88,7 +90,13 @@ def sample(loaded: Any, ids: list[int], max_new_tokens: int) -> dict[str, Any]:
     text = None
     if loaded.tokenizer is not None and all(i < loaded.tokenizer.vocab_size for i in new):
         text = loaded.tokenizer.decode(new)
-    return {"prompt_ids": ids, "new_ids": new, "text": text, "stopped": res.stopped[0], "seconds": res.seconds}
+    return {
+        "prompt_ids": ids,
+        "new_ids": new,
+        "text": text,
+        "stopped": res.stopped[0],
+        "seconds": res.seconds,
+    }
 
 
 def run_checks(
@@ -110,7 +118,7 @@ def run_checks(
     from .core.generate import check_options
     from .loaders import locate_source
     from .loaders.integrity import check_files
-    from .loaders.pipeline import load_located
+    from .loaders.load import load_located
 
     check_options(max_new_tokens)
     rss0 = current_rss()

@@ -140,3 +140,20 @@ def test_to_book_refuses_to_overwrite_and_other_families(book_pth, tmp_path: Pat
     assert (tmp_path / "model.pth").read_bytes() == b"keep"
     with pytest.raises(portagpt.errors.UsageError, match=r"give --out a \.pth name"):
         convert(path, "book", tmp_path / "outdir")
+
+
+def test_a_config_json_with_qkv_bias_false_is_honoured(book_pth, tmp_path: Path) -> None:
+    path, book = book_pth
+    hf = {"model_type": "gpt2", "vocab_size": 300, "n_positions": 32, "n_embd": 48, "n_head": 6,
+          "n_layer": 2, "tie_word_embeddings": False, "qkv_bias": False}
+    (tmp_path / "config.json").write_text(json.dumps(hf))
+    model, _ = portagpt.load(path, config=tmp_path / "config.json")
+    assert not model.config.qkv_bias
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS), book(IDS), atol=1e-5, rtol=0)
+
+
+def test_a_family_that_contradicts_the_book_dict_is_refused(book_pth) -> None:
+    path, _ = book_pth
+    with pytest.raises(ConfigError, match="Leave --family out"):
+        portagpt.load(path, family="llama")

@@ -200,3 +200,66 @@ def test_ctrl_c_stops_the_answer_and_the_chat_goes_on(tmp_path: Path) -> None:
     assert "[stopped]" in out and "Traceback" not in err
     turns = json.loads(out.strip().splitlines()[-1])["turns"]
     assert len(turns) == 2 and turns[0]["generated"] < 4000 and turns[1]["prefilled"] < turns[1]["conversation"]
+
+
+def test_sliding_window_layers_keep_the_cached_conversation_equal_to_a_fresh_prefill(tmp_path: Path) -> None:
+    from transformers import Gemma3TextConfig
+
+    from portagpt.smoke_tests.reference import write_hf_checkpoint
+
+    folder = tmp_path / "sliding"
+    cfg = Gemma3TextConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=8,
+                           layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256)
+    write_hf_checkpoint(cfg, folder)
+    write_chat_tokenizer(folder)
+    model, tok = portagpt.load(folder)
+    assert any(s.window == 8 for s in model.layer_specs)
+    chat = Chat(model, tok, options=SamplingOptions(max_new_tokens=5))
+    for text in ("Who painted the picture?", "Why did he stop?"):
+        gen = chat.send(text)
+        next(gen)
+        assert chat.cached_ids == chat.prompt_ids()
+        with torch.no_grad():
+            fresh = model(torch.tensor([chat.cached_ids]))[:, -1]
+        torch.testing.assert_close(chat.last_logits, fresh, atol=1e-4, rtol=0)
+        for _ in gen:
+            pass
+
+
+def test_chat_with_a_repo_id_from_the_hub_cache(chat_ckpt: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    cache = tmp_path / "hf-cache"  # huggingface_hub's layout: blobs, a snapshot of links, refs/main
+    repo = cache / "models--org--tiny-chat"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for f in sorted(chat_ckpt.iterdir()):
+        blob = hashlib.sha256(f.read_bytes()).hexdigest()
+        (repo / "blobs" / blob).write_bytes(f.read_bytes())
+        os.symlink(Path("..") / ".." / "blobs" / blob, repo / "snapshots" / commit / f.name)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "portagpt", "chat", "--repo-id", "org/tiny-chat", "--max-new-tokens", "3", "--json"],
+        input="hello\n", capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    turns = json.loads(proc.stdout.strip().splitlines()[-1])["turns"]
+    assert len(turns) == 1 and turns[0]["prefilled"] == turns[0]["conversation"]
+
+
+def test_a_conversation_that_outgrows_the_context_is_refused_and_the_chat_goes_on(chat_ckpt: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "portagpt", "chat", str(chat_ckpt), "--max-context", "60",
+         "--max-new-tokens", "4", "--json"],
+        input="hi\n" + "a very long question " * 10 + "\n/reset\nhi again\n",
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "holds 60" in " ".join(proc.stderr.split()) and "/reset" in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [m["content"] for m in out["messages"] if m["role"] == "user"] == ["hi again"]

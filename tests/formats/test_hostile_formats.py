@@ -89,7 +89,7 @@ def test_meta_tokenizer_model_that_is_neither_kind_is_named(meta: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [({"n_heads": 0}, "'n_heads' must be a positive integer"), ({"n_heads": 5}, "divisible"),
-     ({"n_layers": 3}, "trf_blocks.2")],
+     ({"n_layers": 3}, "n_layers=3")],
     ids=["zero-heads", "heads-not-dividing", "layers-not-matching-weights"],
 )
 def test_book_config_dict_that_does_not_fit_is_named(book: Path, change: dict, named: str) -> None:

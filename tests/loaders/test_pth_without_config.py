@@ -11,7 +11,7 @@ import torch
 import portagpt
 from portagpt.errors import ConfigError, WeightMismatchError
 from portagpt.loaders import load_full
-from portagpt.loaders.configs import choose
+from portagpt.loaders.choice import choose
 from portagpt.loaders.sources import locate
 from portagpt.loaders.state_dict import StateDictSource
 from portagpt.registry import get_family

@@ -262,8 +262,9 @@ class DecoderConfig(HFConfig):
     def rope_per_layer_type(self) -> bool:
         return all(isinstance(v, Mapping) for v in (self.rope_parameters or {}).values())
 
-    def rope(self, kind: str = "all") -> RopeConfig:
-        """The RoPE recipe of one kind (see :meth:`rope_kind`)."""
+    def rope(self, kind: str | None = None) -> RopeConfig:
+        """The RoPE recipe of one kind (see :meth:`rope_kind`); None: the full-attention one."""
+        kind = kind or (FULL if self.rope_per_layer_type else "all")
         rp = self.rope_parameters or {}
         d = {"rope_parameters": rp, "max_position_embeddings": self.max_position_embeddings}
         layer_type = kind if self.rope_per_layer_type else None

@@ -10,9 +10,10 @@ end-of-turn token. The KV cache is kept across turns, so a turn prefills only
 the tokens it adds; stderr gets one line per turn with the tokens prefilled
 against the conversation's length (what re-reading it all would cost).
 Ctrl-C stops the current answer (the conversation goes on), Ctrl-D (end of
-input) quits; ``/reset`` starts over. ``--json`` ends stdout with one JSON
-object: the messages and, per turn, the prefill counts. A checkpoint without
-a chat template is refused.
+input) quits; ``/reset`` starts over (also what to do when the conversation
+outgrows ``--max-context``: the turn is refused and the session goes on).
+``--json`` ends stdout with one JSON object: the messages and, per turn, the
+prefill counts. A checkpoint without a chat template is refused.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _answer(chat: Any, text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.chat import Chat, SamplingOptions
+    from ..core.chat import Chat, ContextFullError, SamplingOptions
 
     loaded = _load(args)
     options = SamplingOptions(
@@ -134,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
             chat.reset()
             continue
         t0 = time.perf_counter()
-        _answer(chat, text)
+        try:
+            _answer(chat, text)
+        except ContextFullError as exc:  # the session goes on: /reset, or Ctrl-D
+            print(f"portagpt: {exc} Type /reset to start over.", file=sys.stderr)
+            continue
         turn = chat.turns[-1]
         print(
             f"[turn {len(chat.turns)}: prefilled {turn.prefilled} of {turn.conversation} "

@@ -47,6 +47,10 @@ SENTINEL = "\u2063portagpt-answer\u2063"  # text no template changes, to find wh
 DEFAULT_MAX_CONTEXT = 4096
 
 
+class ContextFullError(UsageError):
+    """The conversation no longer fits the chat's KV cache."""
+
+
 @dataclass
 class Turn:
     """What one turn cost: tokens prefilled, and the conversation's length (a full re-prefill)."""
@@ -181,7 +185,7 @@ class Chat:
         room = self.max_len - len(ids)
         if room < 1:
             self.messages.pop()
-            raise UsageError(
+            raise ContextFullError(
                 f"The conversation is {len(ids)} tokens, and the chat's context holds "
                 f"{self.max_len}; start a new chat (or raise --max-context up to the model's "
                 "context length)."

@@ -3,8 +3,8 @@
 A family subclasses :class:`CausalLM` and sets ``layer`` to its block; the
 block subclasses :class:`DecoderLayer` (pre-norm: ``x + attn(norm(x))``, then
 ``x + mlp(norm(x))``) and overrides only what differs: ``attention`` (a
-subclass of :class:`Attention`, e.g. with a QK-norm), ``norms`` (the names of
-its norms), ``make_norm`` or ``make_mlp``, or ``forward`` for another residual
+subclass of :class:`Attention`, e.g. with a QK-norm), ``modules`` (the names
+of its modules, norms included, in checkpoint order), ``make_norm`` or ``make_mlp``, or ``forward`` for another residual
 order. Module names follow
 Hugging Face checkpoints (``model.embed_tokens``,
 ``model.layers.{i}.self_attn.q_proj``, ``model.norm``, ``lm_head``), so the
@@ -82,14 +82,19 @@ class DecoderLayer(nn.Module):
     """A pre-norm block: ``x + attn(norm(x))``, then ``x + mlp(norm(x))``."""
 
     attention: type[Attention] = Attention
-    norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")  # each make_norm
+    # The modules in checkpoint order (parameter order, which optimizer states follow): every
+    # name but "self_attn" and "mlp" is a norm made by make_norm.
+    modules: tuple[str, ...] = ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp")
 
     def __init__(self, cfg: Any, layer_idx: int) -> None:
         super().__init__()
-        for name in self.norms:
-            setattr(self, name, self.make_norm(cfg, cfg.hidden_size))
-        self.self_attn = self.attention(cfg, layer_idx)
-        self.mlp = self.make_mlp(cfg, layer_idx)
+        for name in self.modules:
+            if name == "self_attn":
+                self.self_attn = self.attention(cfg, layer_idx)
+            elif name == "mlp":
+                self.mlp = self.make_mlp(cfg, layer_idx)
+            else:
+                setattr(self, name, self.make_norm(cfg, cfg.hidden_size))
 
     @classmethod
     def make_norm(cls, cfg: Any, dim: int) -> nn.Module:

@@ -1,4 +1,4 @@
-"""A training run, planned then executed: the rules behind ``portagpt train`` and ``portagpt.train``.
+"""A training run, planned then executed: the rules of ``portagpt train`` and ``portagpt.train``.
 
 :func:`plan_training` takes :class:`TrainOptions` (one field per ``portagpt
 train`` flag; ``None`` means "left out") and decides everything before a byte

@@ -5,7 +5,8 @@ out). A setting is the option if given, else the resumed run's value, else
 :data:`DEFAULTS`. The value checks are tables: :data:`SETTING_RULES` here for
 the data settings, :data:`~portagpt.core.train.CONFIG_RULES` for the trainer's
 hyper-parameters; the rest (device, dtype, sharding) are the small functions below;
-the run folder's rules are :mod:`portagpt.core.run_folder`'s. :mod:`portagpt.core.run` plans and executes a run with them.
+the run folder's rules are :mod:`portagpt.core.run_folder`'s.
+:mod:`portagpt.core.run` plans and executes a run with them.
 """
 
 from __future__ import annotations

@@ -120,6 +120,11 @@ def choose(loc: Any, source: Any, family: Any, config: Any = None) -> ConfigChoi
 
     if config is not None:  # --config / config=: the loaders read it (a book dict is recognised)
         return None
+    if family and (family if isinstance(family, str) else family.name) != FAMILY:
+        raise ConfigError(
+            f"{loc.where} has the book's config dict beside it, which describes a GPT-2, but the "
+            "family given is not gpt2. Leave --family out."
+        )
 
     path = config_path(loc.files[0])
     cfg = config_from_book(read_json(path, path.name), repr(str(path)))

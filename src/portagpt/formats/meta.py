@@ -306,7 +306,7 @@ def params_of(cfg: Any, prefer: Mapping[str, Any] | None = None) -> dict[str, An
         )
         if bad
     ]
-    rope = cfg.rope
+    rope = cfg.rope()
     if rope.type not in ("default", "llama3"):
         problems.append(f"RoPE recipe {rope.type!r}")
     if problems:
@@ -408,4 +408,5 @@ FORMAT = ForeignFormat(
     choose=choose,
     tokenizer=tokenizer,
     write=write,
+    tokenizer_files=meta_tokenizer.hf_files,
 )

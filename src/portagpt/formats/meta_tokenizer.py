@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -156,3 +157,70 @@ def special_ids(folder: Path) -> dict[str, Any]:
         return {}
     eos = list(tok.stop_token_ids)
     return {"bos_token_id": tok.bos_token_id, "eos_token_id": eos[0] if len(eos) == 1 else eos}
+
+
+# ---- as transformers' files, for a converted folder ------------------------------------
+def _llama3_files(path: Path, dst: Path) -> list[str]:
+    from tokenizers import processors
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    tok = TikTokenConverter(
+        vocab_file=str(path), pattern=LLAMA3_PATTERN, extra_special_tokens=LLAMA3_SPECIALS
+    ).converted()
+    bos = "<|begin_of_text|>"
+    tok.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(
+                single=f"{bos} $A",
+                pair=f"{bos} $A {bos} $B",
+                special_tokens=[(bos, tok.token_to_id(bos))],
+            ),
+        ]
+    )
+    tok.save(str(dst / "tokenizer.json"))
+    config = {
+        "bos_token": bos,
+        "eos_token": "<|end_of_text|>",
+        "tokenizer_class": "PreTrainedTokenizerFast",
+    }
+    (dst / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return ["tokenizer.json", "tokenizer_config.json"]
+
+
+def _sentencepiece_files(path: Path, dst: Path) -> list[str]:
+    import shutil
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    sp = sentencepiece_tokenizer(path).sp
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": sp.id_to_piece(sp.bos_id()),
+        "eos_token": sp.id_to_piece(sp.eos_id()),
+        "unk_token": sp.id_to_piece(sp.unk_id()),
+        "add_bos_token": True,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(path, Path(tmp) / NAME)
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config))
+        tok = AutoTokenizer.from_pretrained(tmp)  # transformers converts the SentencePiece model
+        saved = tok.save_pretrained(str(dst))
+    return sorted({Path(f).name for f in saved if (dst / Path(f).name).is_file()})
+
+
+def hf_files(loc: Any, dst: Path) -> list[str]:
+    """tokenizer.json + tokenizer_config.json made from tokenizer.model, for a converted folder.
+
+    tiktoken ranks go through transformers' ``TikTokenConverter`` (BOS added by the
+    post-processor); a SentencePiece model through transformers' own conversion. The
+    converted SentencePiece tokenizer does not collapse runs of whitespace as
+    sentencepiece's normaliser does (transformers' behaviour, kept).
+    """
+    found = kind(loc.folder)
+    if found is None:
+        return []
+    path = Path(loc.folder) / NAME
+    return _llama3_files(path, dst) if found == "tiktoken" else _sentencepiece_files(path, dst)
+

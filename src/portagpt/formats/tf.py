@@ -125,6 +125,8 @@ def choose(loc: Any, source: Any, family: Any, config: Any = None) -> ConfigChoi
 
     if config is not None:
         return None
+    if family and (family if isinstance(family, str) else family.name) != FAMILY:
+        raise ConfigError(f"{loc.where} is one of OpenAI's GPT-2 checkpoints; leave --family out.")
     path = loc.folder / HPARAMS
     hp = read_json(path, HPARAMS)
     keys = ("n_vocab", "n_ctx", "n_embd", "n_head", "n_layer")

@@ -20,7 +20,8 @@ from ..adapters.family import Family
 from ..errors import UsageError
 from .export import convert, save_hf, save_native
 from .hf import from_transformers, to_transformers
-from .pipeline import FAMILY_KEY, FORMAT_KEY, LOADERS, Loaded, load_located, parse_dtype
+from .load import load_located
+from .pipeline import FAMILY_KEY, FORMAT_KEY, LOADERS, Loaded, parse_dtype
 from .sources import Located, locate, locate_repo
 
 __all__ = [

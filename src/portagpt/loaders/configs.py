@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
-import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +43,9 @@ from ..core.checkpoint_format import FAMILY_KEY, SIDECAR_FILE, config_from_dict
 from ..errors import ConfigError, UnknownFamilyError
 from .checks import Report
 from .config_values import check_config, check_hf
+from .names import empty_init, name_patterns, strip_prefixes
 
 SIDECAR = SIDECAR_FILE
-_INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
 @dataclass
@@ -145,15 +143,9 @@ def config_from_sidecar(fam: Family, sidecar: Mapping[str, Any], where: str) -> 
     return cfg
 
 
-def name_patterns(names: typing.Iterable[str]) -> set[str]:
-    """Names with their layer/expert indices replaced by ``{}``."""
-    return {_INDEX.sub(".{}", n) for n in names}
-
-
 def detect_family(names: list[str], where: str) -> Family:
     """The one registered family whose native or Hugging Face names cover these names."""
     from ..registry import get_registry
-    from .pipeline import empty_init, strip_prefixes
 
     canon = list(strip_prefixes(names).values())
     pats = name_patterns(canon)
@@ -293,71 +285,6 @@ def family_of_config(config: Any, family: str | Family | None) -> Family:
     raise ConfigError(
         f"No registered family uses config type {type(config).__name__}; pass family=NAME."
     )
-
-
-def _from_dict(data: Mapping[str, Any], fam_arg: Any, where: str, label: str) -> ConfigChoice:
-    """A config dict: transformers' config.json (with model_type), or a foreign format's own."""
-    from .foreign import config_from_foreign_dict
-
-    if "model_type" not in data and (got := config_from_foreign_dict(data)) is not None:
-        fam, cfg, name = got
-        if fam_arg and (fam_arg.name if isinstance(fam_arg, Family) else fam_arg) != fam.name:
-            raise ConfigError(
-                f"{where} is a {name} config dict, which describes a {fam.name} model, but the "
-                f"family given is {fam_arg if isinstance(fam_arg, str) else fam_arg.name!r}. Leave "
-                "--family out, or pass the matching config."
-            )
-        return ConfigChoice(fam, cfg, f"{label} ({name} config dict)")
-    fam = family_from_hf(data, fam_arg, where)
-    return ConfigChoice(fam, config_from_hf(fam, data, where), label)
-
-
-def choose(
-    loc: Any,
-    source: Any,
-    *,
-    family: str | Family | None = None,
-    preset: str | None = None,
-    config: Any = None,
-    sidecar: Mapping[str, Any] | None = None,
-) -> ConfigChoice:
-    """The family and config for ``source`` (see the module docstring for the order)."""
-    from ..registry import get_family
-    from .pipeline import prepare
-
-    where = loc.where
-    fam_arg = _family_arg(family, sidecar, source.combined_metadata())
-    fmt = getattr(loc, "format", None)
-    if fmt is not None and fmt.choose is not None and preset is None:
-        if (chosen := fmt.choose(loc, source, fam_arg, config)) is not None:
-            return chosen
-    if config is not None:
-        if isinstance(config, (str, Path)):
-            hf = read_json(Path(config), "config.json")
-            return _from_dict(hf, fam_arg, repr(str(config)), f"--config {config}")
-        if isinstance(config, Mapping):
-            return _from_dict(config, fam_arg, "the config dict", "config dict")
-        check_config(config, "the config object")
-        return ConfigChoice(family_of_config(config, fam_arg), config, "config object")
-    config_json = loc.folder / "config.json"
-    if preset is None and config_json.is_file():
-        hf = read_json(config_json, "config.json")
-        fam = family_from_hf(hf, fam_arg, repr(str(config_json)))
-        return ConfigChoice(fam, config_from_hf(fam, hf, repr(str(config_json))), "config.json")
-    if preset is None and sidecar is not None:
-        if not fam_arg:
-            fam = detect_family(source.names, where)
-        else:
-            fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-        return ConfigChoice(fam, config_from_sidecar(fam, sidecar, where), SIDECAR)
-    if not fam_arg:
-        raise no_config_error(loc, source)
-    fam = fam_arg if isinstance(fam_arg, Family) else get_family(fam_arg)
-    name, cfg, changes, rep = fit_preset(fam, lambda c: prepare(source, fam, c, sidecar=sidecar).report, preset)
-    label = f"preset {name}" + (f" adjusted to the weights ({', '.join(changes)})" if changes else "")
-    if preset is None and rep.ok:
-        raise unconfirmed_error(loc, fam, name, cfg, changes)
-    return ConfigChoice(fam, cfg, label, changes)
 
 
 def unconfirmed_fields(cfg: Any) -> str:

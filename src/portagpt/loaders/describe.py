@@ -43,7 +43,7 @@ def describe(
     show: int = 20,
 ) -> dict[str, Any]:
     """A JSON-able summary of the checkpoint at ``path`` (or an already located one)."""
-    from .configs import choose
+    from .choice import choose
 
     loc = loc or locate(path)  # type: ignore[arg-type]
     source = loc.open()

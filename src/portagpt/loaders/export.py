@@ -36,6 +36,7 @@ from ..adapters.family import Family
 from ..adapters.weights import WeightMap
 from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
+from .choice import check_source
 from .configs import family_of_config
 from .hub import TOKENIZER_FILES
 from .pipeline import (
@@ -43,7 +44,6 @@ from .pipeline import (
     Prepared,
     Source,
     _own,
-    check_source,
     main_dtype,
     mapped_tensors,
     parse_dtype,

@@ -2,9 +2,10 @@
 
 1. Locate the weights (``sources.py``, ``hub.py``) and open them without
    reading tensor data: safetensors headers, or a memory-mapped ``.pth``.
-2. Decide the family and config (``configs.py``); every config value is
-   checked for type and range, and the layer/expert counts against the
-   headers' names (``config_values.py``), before anything is built.
+2. Decide the family and config (``configs.py``; ``choice.py`` picks them and
+   runs the strict check of step 3); every config value is checked for type
+   and range, and the layer/expert counts against the headers' names
+   (``config_values.py``), before anything is built.
 3. :func:`prepare`: build the model on the meta device, map the checkpoint's
    names and shapes through the family's weight map with meta tensors, and
    compare (``checks.py``): every missing, unexpected and mismatched tensor is
@@ -28,14 +29,14 @@ then step 4), ``state_dict`` (the classic path: a randomly initialised model,
 the whole state dict read, ``load_state_dict`` copying into it) and ``hf``
 (transformers' ``from_pretrained``, then :func:`~.hf.from_transformers`). All
 four give the same weights; the strict check runs first for every one.
+``load.py`` runs the steps in order (:func:`~.load.load_located`); names and
+meta builds shared with family detection live in ``names.py``.
 """
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,11 @@ from ..core.checkpoint_format import (  # noqa: F401  (re-exported)
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
+from .names import STRIP_PREFIXES, empty_init, name_patterns, strip_prefixes  # noqa: F401
 from .safetensors_index import TensorIndex
 from .sources import Located
 from .state_dict import StateDictSource
-from .ties import verify_ties
 
-STRIP_PREFIXES = ("_orig_mod.", "module.")
 LOADERS = ("auto", "meta", "mmap", "safetensors", "state_dict", "hf")
 
 Source = TensorIndex | StateDictSource
@@ -122,45 +122,7 @@ def main_dtype(tensors: Iterable[torch.Tensor]) -> torch.dtype | None:
     return floats.most_common(1)[0][0] if floats else None
 
 
-def strip_prefixes(names: list[str]) -> dict[str, str]:
-    """Checkpoint name -> name without ``_orig_mod.``/``module.`` wrappers (torch.compile, DDP)."""
-    out = {}
-    for n in names:
-        m = n
-        changed = True
-        while changed:
-            changed = False
-            for p in STRIP_PREFIXES:
-                if m.startswith(p):
-                    m, changed = m[len(p):], True
-                elif f".{p}" in m:
-                    m, changed = m.replace(f".{p}", ".", 1), True
-        out[n] = m
-    return out
-
-
 # ---- plan: names and shapes only ----------------------------------------------------
-@contextmanager
-def empty_init() -> Iterator[None]:
-    """Build on the meta device with ``torch.nn.init``'s fill functions as no-ops.
-
-    Values come from the checkpoint, so initialising is wasted work; on meta it
-    is also slow the first time (running ``normal_`` on meta imports
-    torch._dynamo, about 2 s).
-    """
-    init = torch.nn.init
-    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_")]
-    saved = {n: getattr(init, n) for n in names}
-    for n in names:
-        setattr(init, n, lambda tensor, *args, **kwargs: tensor)
-    try:
-        with torch.device("meta"):
-            yield
-    finally:
-        for n, fn in saved.items():
-            setattr(init, n, fn)
-
-
 @dataclass
 class Prepared:
     """A model on the meta device and the steps that fill it, checked from shapes alone."""
@@ -220,8 +182,6 @@ def detect_layout(canon: list[str], expected: Mapping[str, Any], family: Family,
     When both fit equally (families whose module names follow the checkpoint's),
     the folder is taken for a transformers one.
     """
-    from .configs import name_patterns
-
     if meta.get(FORMAT_KEY) in ("native", "hf"):
         return meta[FORMAT_KEY]
     if sidecar is not None:
@@ -637,121 +597,3 @@ def check_config_fits(loc: Located, source: Source, choice: ConfigChoice) -> Non
         return
     where = repr(str(loc.folder / "config.json")) if choice.source == "config.json" else choice.source
     check_against_names(choice.config, strip_prefixes(source.names).values(), where, loc.where)
-
-
-def check_source(
-    loc: Located,
-    *,
-    family: str | Family | None = None,
-    preset: str | None = None,
-    config: Any = None,
-    backend: str = "pread",
-) -> tuple[Source, ConfigChoice, Prepared]:
-    """Open ``loc``, choose family and config, and run the strict check (raises on mismatch)."""
-    from .configs import choose
-
-    source = loc.open(backend)
-    sidecar = read_sidecar(loc.folder)
-    choice = choose(loc, source, family=family, preset=preset, config=config, sidecar=sidecar)
-    check_config_fits(loc, source, choice)
-    prep = prepare(source, choice.family, choice.config, sidecar=sidecar)
-    if prep.report.ok:
-        prep, notes = verify_ties(
-            prep, source, loc.where, lambda cfg: prepare(source, choice.family, cfg, sidecar=sidecar)
-        )
-        if notes:
-            choice.config = prep.config
-            choice.notes.extend(notes)
-    if not prep.report.ok and choice.source.startswith("preset"):
-        prep.report.hints.append(
-            f"The config came from a preset ({choice.source}, the closest one) and does not fit "
-            "these weights: no config.json was used; put the checkpoint's config.json next to it or "
-            "pass --config config.json."
-        )
-    prep.report.raise_if_bad(f"{loc.where} ({prep.layout} layout, family {choice.family.name})")
-    return source, choice, prep
-
-
-def load_located(
-    loc: Located,
-    *,
-    family: str | Family | None = None,
-    preset: str | None = None,
-    config: Any = None,
-    dtype: str | torch.dtype | None = "float32",
-    device: str | torch.device = "cpu",
-    tokenizer: bool | str = "auto",
-    loader: str = "auto",
-) -> Loaded:
-    """Check, then load ``loc`` with the chosen loader."""
-    t0 = time.perf_counter()
-    if loader not in LOADERS:
-        raise UsageError(f"Unknown loader {loader!r}. Use one of: {', '.join(LOADERS)}.")
-    loader = "meta" if loader == "auto" else loader
-    if loader == "safetensors" and loc.kind != "safetensors":
-        raise UsageError(f"--loader safetensors needs safetensors files; {loc.where} is a {loc.kind} file.")
-    if loader == "hf" and loc.kind != "safetensors":
-        raise UsageError(
-            f"--loader hf loads a save_pretrained folder through transformers; {loc.where} is a "
-            f"{loc.kind} file. Use --loader meta or state_dict."
-        )
-    want = parse_dtype(dtype)
-    device = parse_device(device)
-    source, choice, prep = check_source(loc, family=family, preset=preset, config=config)
-    where = loc.where
-    if loader in ("meta", "mmap"):
-        model = materialise(prep, source, want, device, where, zero_copy=loader == "mmap")
-    elif loader == "safetensors":
-        model = materialise(prep, read_whole(loc), want, device, where)
-    elif loader == "state_dict":
-        model = materialise_eager(prep, read_whole(loc), want, device, where)
-    else:
-        from .hf import load_with_transformers
-
-        model = load_with_transformers(
-            loc.folder, choice.family, want, device, choice.config, override=bool(choice.notes)
-        )
-    if isinstance(source, StateDictSource):
-        source.close()
-    if loc.format is not None and loc.format.tokenizer is not None and tokenizer is not False:
-        tok = loc.format.tokenizer(loc, choice.config)
-        if tok is None and tokenizer is True:
-            tok = load_tokenizer_for(choice.family, loc.folder, choice.config, True)
-    else:
-        tok = load_tokenizer_for(choice.family, loc.folder, choice.config, tokenizer)
-    return Loaded(
-        model=model,
-        tokenizer=tok,
-        family=choice.family,
-        config=choice.config,
-        source=loc.repo_id or str(loc.path),
-        loader=loader,
-        layout=prep.layout,
-        report=prep.report,
-        checkpoint_bytes=source.file_bytes(),
-        load_seconds=time.perf_counter() - t0,
-        extras={
-            "config_source": choice.source,
-            "config_changes": choice.changes,
-            "notes": list(choice.notes),
-            "files": [str(f) for f in loc.files],
-            "kind": loc.kind,
-            "coverage": prep.coverage,
-            "repo_id": loc.repo_id,
-            "folder": str(loc.folder),
-        },
-    )
-
-
-def load_folder(
-    folder: Path,
-    *,
-    family: str | Family | None = None,
-    dtype: str | torch.dtype | None = "float32",
-    device: str | torch.device = "cpu",
-    tokenizer: bool | str = "auto",
-) -> Loaded:
-    """Load a local checkpoint folder or file (kept for callers of the first version)."""
-    from .sources import locate
-
-    return load_located(locate(folder), family=family, dtype=dtype, device=device, tokenizer=tokenizer)

@@ -54,10 +54,12 @@ class DecoderLayer(decoder.DecoderLayer):
     """Sandwich norms: ``x + norm(attn(norm(x)))``, then ``x + norm(mlp(norm(x)))``."""
 
     attention = Attention
-    norms = (
+    modules = (
         "input_layernorm",
+        "self_attn",
         "post_attention_layernorm",
         "pre_feedforward_layernorm",
+        "mlp",
         "post_feedforward_layernorm",
     )
     make_norm = staticmethod(make_norm)

@@ -45,7 +45,7 @@ class DecoderLayer(decoder.DecoderLayer):
     """Post-norm: ``x + norm(attn(x))``, then ``x + norm(mlp(x))``."""
 
     attention = Attention
-    norms = ("post_attention_layernorm", "post_feedforward_layernorm")
+    modules = ("self_attn", "post_attention_layernorm", "mlp", "post_feedforward_layernorm")
     make_norm = staticmethod(make_norm)
 
     def forward(
