@@ -142,21 +142,22 @@ def read_bandwidth(repeats: int = 20) -> float:
 
 # ---- the models -------------------------------------------------------------------------------
 def hf_config(name: str):  # noqa: ANN201 - a transformers config
+    from dataclasses import replace
+
     from transformers import AutoConfig
 
-    from portagpt.families.gemma3.config import PRESETS as GEMMA3
-    from portagpt.families.gemma3.config import Gemma3Config
-    from portagpt.families.gpt2.config import PRESETS as GPT2
-    from portagpt.families.gpt2.config import GPT2Config
+    from portagpt.registry import get_family
 
+    gpt2, gemma3 = get_family("gpt2"), get_family("gemma3")
     if name == "tiny":
-        d = GPT2Config.to_hf(
-            GPT2Config(vocab_size=512, context_length=256, emb_dim=64, n_heads=4, n_layers=2)
+        small = replace(
+            gpt2.preset("124M"), vocab_size=512, context_length=256, emb_dim=64, n_heads=4, n_layers=2
         )
+        d = gpt2.config_to_hf(small)
     elif name == "124M":
-        d = GPT2Config.to_hf(GPT2["124M"].config)
+        d = gpt2.config_to_hf(gpt2.preset("124M"))
     elif name == "270M":
-        d = Gemma3Config.to_hf(GEMMA3["270M"].config)
+        d = gemma3.config_to_hf(gemma3.preset("270M"))
     else:
         raise SystemExit(f"unknown model {name!r}: choose tiny, 124M, 270M")
     d = dict(d)

@@ -68,9 +68,10 @@ def hf_config(model: str):  # noqa: ANN201
     if model == "gemma3":
         from transformers import AutoConfig
 
-        from portagpt.families.gemma3.config import PRESETS, Gemma3Config
+        from portagpt.registry import get_family
 
-        d = dict(Gemma3Config.to_hf(PRESETS["270M"].config))  # Gemma 3 270M's shapes
+        fam = get_family("gemma3")
+        d = dict(fam.config_to_hf(fam.preset("270M")))  # Gemma 3 270M's shapes
         return AutoConfig.for_model(d.pop("model_type"), **d)
     from transformers import Qwen3Config
 

@@ -30,6 +30,7 @@ absolute rates.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
 from dataclasses import replace
@@ -141,6 +142,7 @@ def measure(preset: str, args: argparse.Namespace) -> list[tuple[int, float, flo
                     ours_t.append(t_o)
                     book_t.append(t_b)
             del ours, book, steppers
+            gc.collect()  # the Trainer's scheduler lambda is a cycle: free both models now
         per_step = [b / o for o, b in zip(ours_t, book_t, strict=True)]
         o = args.batch_size * args.context_length / statistics.median(ours_t)
         b = args.batch_size * args.context_length / statistics.median(book_t)

@@ -61,7 +61,9 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None]:
         logits, safe, lse, valid, count = ctx.saved_tensors
         n, vocab = logits.shape
         rows = _rows_per_chunk(vocab)
