@@ -58,10 +58,6 @@ def _load(args: argparse.Namespace) -> Any:
     path = checkpoint_path(args)
     if path is None and args.repo_id is None:
         raise UsageError("Nothing to chat with: pass --checkpoint DIR or --repo-id ID.")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}.")
-    if args.max_context is not None and args.max_context < 2:
-        raise UsageError(f"--max-context must be >= 2, got {args.max_context}.")
     loaded = load_full(
         path,
         repo_id=args.repo_id,
@@ -96,20 +92,19 @@ def _answer(chat: Any, text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.chat import Chat, ContextFullError, SamplingOptions
+    from .. import api
+    from ..core.chat import ContextFullError
 
+    api.check_chat_options(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed,
+        args.threads, args.max_context,
+    )  # fmt: skip
     loaded = _load(args)
-    options = SamplingOptions(
-        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed
-    )
-    chat = Chat(
-        loaded.model,
-        loaded.tokenizer,
-        system=args.system,
-        options=options,
-        max_context=args.max_context,
-        threads=args.threads,
-    )
+    chat = api.chat(
+        loaded.model, loaded.tokenizer, system=args.system, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        seed=args.seed, threads=args.threads, max_context=args.max_context,
+    )  # fmt: skip
     tty = sys.stdin.isatty()
     if tty:
         print(
