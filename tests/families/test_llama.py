@@ -20,12 +20,12 @@ from transformers import LlamaConfig as HFLlamaConfig
 from portagpt.core.cache import make_cache
 from portagpt.errors import TokenizerError
 from portagpt.families.llama.config import LlamaConfig
-
-config_from_hf, config_to_hf = LlamaConfig.from_hf, LlamaConfig.to_hf
 from portagpt.families.llama.plugin import FAMILY
 from portagpt.loaders import load
 from portagpt.registry import build_registry
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
+
+config_from_hf, config_to_hf = LlamaConfig.from_hf, LlamaConfig.to_hf
 
 NEW_TOKENS = 40
 LLAMA3_ROPE = {

@@ -22,12 +22,12 @@ from portagpt.core.cache import make_cache
 from portagpt.core.layers import MoE
 from portagpt.errors import ConfigError, TokenizerError
 from portagpt.families.qwen3.config import Qwen3Config
-
-config_from_hf, config_to_hf = Qwen3Config.from_hf, Qwen3Config.to_hf
 from portagpt.families.qwen3.plugin import FAMILY
 from portagpt.loaders import load
 from portagpt.registry import build_registry
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
+
+config_from_hf, config_to_hf = Qwen3Config.from_hf, Qwen3Config.to_hf
 
 NEW_TOKENS = 40
 BASE = dict(

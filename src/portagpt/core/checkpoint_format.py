@@ -295,7 +295,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, hint: str = "") -> None
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise disk_full(exc, path, len(data), hint) or exc
+        full = disk_full(exc, path, len(data), hint)
+        if full is None:
+            raise
+        raise full from exc
     fsync_dir(path.parent)
 
 
