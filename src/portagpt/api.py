@@ -347,20 +347,8 @@ def validate(
 # ---- chat ----------------------------------------------------------------------------------
 
 
-def check_chat_options(
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    seed: int | None = None,
-    threads: int | None = None,
-    max_context: int | None = None,
-) -> None:
-    """Every chat option checked before anything is loaded (UsageError naming the flag)."""
-    check_generate_options(
-        max_new_tokens, temperature, top_k, top_p, min_p, seed=seed, threads=threads
-    )
+def check_max_context(max_context: int | None) -> None:
+    """A chat's cache size: at least two positions (UsageError naming the flag)."""
     if max_context is not None and max_context < 2:
         raise UsageError(f"max_context (--max-context) must be >= 2, got {max_context}.")
 
@@ -395,7 +383,10 @@ def chat(
     from .errors import TokenizerError
     from .generation import _resolve_model
 
-    check_chat_options(max_new_tokens, temperature, top_k, top_p, min_p, seed, threads, max_context)
+    check_generate_options(
+        max_new_tokens, temperature, top_k, top_p, min_p, seed=seed, threads=threads
+    )
+    check_max_context(max_context)
     model, tokenizer, _ = _resolve_model(model, tokenizer, family, dtype, device)
     if tokenizer is None:
         raise TokenizerError("This checkpoint has no tokenizer, so there is nothing to chat with.")

@@ -95,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from .. import api
     from ..core.chat import ContextFullError
 
-    api.check_chat_options(
-        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed,
-        args.threads, args.max_context,
+    api.check_generate_options(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p,
+        seed=args.seed, threads=args.threads,
     )  # fmt: skip
+    api.check_max_context(args.max_context)
     loaded = _load(args)
     chat = api.chat(
         loaded.model, loaded.tokenizer, system=args.system, max_new_tokens=args.max_new_tokens,
