@@ -197,11 +197,11 @@ def test_portagpt_training_checkpoint_generates_what_the_in_memory_model_does(
 ) -> None:
     from dataclasses import replace
 
+    from portagpt.adapters import bundled_bpe
     from portagpt.core.checkpoint import save_checkpoint
     from portagpt.core.generate import generate
     from portagpt.families.gpt2.model import GPT2Model
     from portagpt.families.gpt2.plugin import FAMILY
-    from portagpt.adapters import bundled_bpe
 
     # the chapter-5 training layout (no qkv bias): only the portagpt sidecar describes it
     cfg = replace(

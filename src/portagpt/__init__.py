@@ -8,12 +8,13 @@ Public API (the CLI's twin, see docs/python.md and :mod:`portagpt.api`)::
     portagpt.compare(families="gpt2,qwen3,gemma3")                  # table + figure
     portagpt.validate(path), portagpt.inspect(path), portagpt.convert(path, to="hf", out=dir)
     portagpt.smoke("gpt2")                                         # the conformance kit
+    session = portagpt.chat(model, tokenizer); session.say("Hi")      # template, KV cache kept
     portagpt.list_families(), portagpt.get_family("qwen3")
 """
 
 from __future__ import annotations
 
-from .api import compare, convert, generate, inspect, load, smoke, train, validate
+from .api import chat, compare, convert, generate, inspect, load, smoke, train, validate
 from .errors import PortagptError
 from .hookspecs import hookimpl
 from .results import (
@@ -53,6 +54,7 @@ __all__ = [
     "SmokeResults",
     "Validation",
     "__version__",
+    "chat",
     "compare",
     "convert",
     "family_for_model_type",

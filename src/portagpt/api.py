@@ -42,6 +42,7 @@ from .results import (
 
 __all__ = [
     "TextStream",
+    "chat",
     "check_generate_options",
     "compare",
     "convert",
@@ -341,6 +342,58 @@ def validate(
         preset=preset, config=config, loader=loader, dtype=dtype, device=device, prompt=prompt,
         max_new_tokens=max_new_tokens, verify=verify,
     )  # fmt: skip
+
+
+# ---- chat ----------------------------------------------------------------------------------
+
+
+def check_max_context(max_context: int | None) -> None:
+    """A chat's cache size: at least two positions (UsageError naming the flag)."""
+    if max_context is not None and max_context < 2:
+        raise UsageError(f"max_context (--max-context) must be >= 2, got {max_context}.")
+
+
+def chat(
+    model: Any,
+    tokenizer: Any = None,
+    *,
+    system: str | None = None,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
+    max_context: int | None = None,
+    family: Any = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> Any:
+    """A multi-turn chat session over the checkpoint's chat template; ``portagpt chat``.
+
+    ``model`` is a loaded model (with its ``tokenizer``) or a checkpoint path.
+    Returns a :class:`portagpt.core.chat.Chat`: ``.say(text)`` answers a turn,
+    ``.send(text)`` streams its pieces, ``.turns`` records per turn the tokens
+    prefilled against the conversation's length (the KV cache is kept across
+    turns), ``.reset()`` starts over. A tokenizer without a chat template is
+    refused (TokenizerError).
+    """
+    from .core.chat import Chat, SamplingOptions
+    from .errors import TokenizerError
+    from .generation import _resolve_model
+
+    check_generate_options(
+        max_new_tokens, temperature, top_k, top_p, min_p, seed=seed, threads=threads
+    )
+    check_max_context(max_context)
+    model, tokenizer, _ = _resolve_model(model, tokenizer, family, dtype, device)
+    if tokenizer is None:
+        raise TokenizerError("This checkpoint has no tokenizer, so there is nothing to chat with.")
+    options = SamplingOptions(max_new_tokens, temperature, top_k, top_p, min_p, seed)
+    return Chat(
+        model, tokenizer, system=system, options=options, max_context=max_context, threads=threads
+    )
 
 
 # ---- smoke ---------------------------------------------------------------------------------

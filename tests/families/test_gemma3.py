@@ -20,10 +20,10 @@ from safetensors import safe_open
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import portagpt
+from portagpt.adapters import FULL, SLIDING
 from portagpt.core.cache import make_cache
 from portagpt.core.rope import RopeConfig
 from portagpt.errors import TokenizerError
-from portagpt.adapters import FULL, SLIDING
 from portagpt.families.gemma3.config import Gemma3Config
 from portagpt.families.gemma3.plugin import FAMILY
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM
 from transformers import GPT2Config as HFGPT2Config
 
+from portagpt.adapters import bundled_bpe
 from portagpt.core.generate import generate
 from portagpt.families.gpt2.plugin import FAMILY
-from portagpt.adapters import bundled_bpe
 from portagpt.loaders import load
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
 

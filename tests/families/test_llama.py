@@ -20,12 +20,12 @@ from transformers import LlamaConfig as HFLlamaConfig
 from portagpt.core.cache import make_cache
 from portagpt.errors import TokenizerError
 from portagpt.families.llama.config import LlamaConfig
-
-config_from_hf, config_to_hf = LlamaConfig.from_hf, LlamaConfig.to_hf
 from portagpt.families.llama.plugin import FAMILY
 from portagpt.loaders import load
 from portagpt.registry import build_registry
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
+
+config_from_hf, config_to_hf = LlamaConfig.from_hf, LlamaConfig.to_hf
 
 NEW_TOKENS = 40
 LLAMA3_ROPE = {
@@ -206,7 +206,7 @@ def test_config_round_trips_through_config_json(preset):
     # transformers reads it (5.x rope_parameters and 4.x rope_scaling agree) with the same recipe
     d = dict(hf)
     tcfg = AutoConfig.for_model(d.pop("model_type"), **d)
-    assert tcfg.rope_parameters == cfg.rope.to_hf()
+    assert tcfg.rope_parameters == cfg.rope().to_hf()
     assert tcfg.head_dim == cfg.head_dim and tcfg.num_key_value_heads == cfg.num_key_value_heads
 
 
@@ -218,9 +218,9 @@ def test_real_preset_values():
         64,
         True,
     )
-    assert l1.rope.type == "llama3" and l1.rope.params["factor"] == 32.0
+    assert l1.rope().type == "llama3" and l1.rope().params["factor"] == 32.0
     l2 = FAMILY.preset("2-7B")
-    assert (l2.vocab_size, l2.num_key_value_heads, l2.rope.type) == (32000, 32, "default")
+    assert (l2.vocab_size, l2.num_key_value_heads, l2.rope().type) == (32000, 32, "default")
     assert all(
         p.source.startswith("https://huggingface.co/meta-llama/")
         for k, p in FAMILY.presets.items()

@@ -19,10 +19,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import portagpt
+from portagpt.adapters import FULL, SLIDING
 from portagpt.core.cache import make_cache
 from portagpt.core.rope import RopeConfig, inv_freq_and_scale
 from portagpt.errors import TokenizerError
-from portagpt.adapters import FULL, SLIDING
 from portagpt.families.olmo3.config import Olmo3Config
 from portagpt.families.olmo3.plugin import FAMILY
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint

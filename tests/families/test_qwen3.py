@@ -22,12 +22,12 @@ from portagpt.core.cache import make_cache
 from portagpt.core.layers import MoE
 from portagpt.errors import ConfigError, TokenizerError
 from portagpt.families.qwen3.config import Qwen3Config
-
-config_from_hf, config_to_hf = Qwen3Config.from_hf, Qwen3Config.to_hf
 from portagpt.families.qwen3.plugin import FAMILY
 from portagpt.loaders import load
 from portagpt.registry import build_registry
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
+
+config_from_hf, config_to_hf = Qwen3Config.from_hf, Qwen3Config.to_hf
 
 NEW_TOKENS = 40
 BASE = dict(
@@ -274,7 +274,7 @@ def test_config_round_trips_through_config_json(preset):
     d = dict(hf)
     tcfg = AutoConfig.for_model(d.pop("model_type"), **d)
     assert type(tcfg).__name__ == ("Qwen3MoeConfig" if cfg.is_moe else "Qwen3Config")
-    assert tcfg.rope_parameters == cfg.rope.to_hf()
+    assert tcfg.rope_parameters == cfg.rope().to_hf()
     assert tcfg.head_dim == cfg.head_dim and tcfg.num_key_value_heads == cfg.num_key_value_heads
     if cfg.is_moe:
         assert (tcfg.num_experts, tcfg.norm_topk_prob) == (cfg.num_experts, cfg.norm_topk_prob)

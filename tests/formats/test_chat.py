@@ -263,3 +263,27 @@ def test_a_conversation_that_outgrows_the_context_is_refused_and_the_chat_goes_o
     assert "holds 60" in " ".join(proc.stderr.split()) and "/reset" in proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [m["content"] for m in out["messages"] if m["role"] == "user"] == ["hi again"]
+
+
+def test_the_python_chat_twin_gives_the_cli_messages_and_prefill_counts(chat_ckpt: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    turns_in = ["Who painted it?", "Why?", "What next?"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "portagpt", "chat", "--checkpoint", str(chat_ckpt), "--system", "Be brief.",
+         "--max-new-tokens", "8", "--json"],
+        input="\n".join(turns_in) + "\n", capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    cli = json.loads(proc.stdout.strip().splitlines()[-1])
+    session = portagpt.chat(str(chat_ckpt), system="Be brief.", max_new_tokens=8)
+    for text in turns_in:
+        session.say(text)
+    assert session.messages == cli["messages"]
+    assert [vars(t) for t in session.turns] == cli["turns"]
+
+
+def test_the_python_chat_twin_refuses_bad_options_before_loading(tmp_path: Path) -> None:
+    from portagpt.errors import UsageError
+
+    with pytest.raises(UsageError, match="--max-context"):
+        portagpt.chat(tmp_path / "nowhere", max_context=1)

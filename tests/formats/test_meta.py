@@ -197,8 +197,9 @@ def test_convert_to_meta_round_trips_bitwise_and_merges_shards(tmp_path: Path) -
 
 
 def test_a_transformers_llama_written_as_meta_loads_back_to_the_same_logits(tmp_path: Path) -> None:
-    from portagpt.smoke_tests.reference import write_hf_checkpoint
     from transformers import LlamaConfig
+
+    from portagpt.smoke_tests.reference import write_hf_checkpoint
 
     cfg = LlamaConfig(vocab_size=300, hidden_size=DIM, intermediate_size=FFN, num_hidden_layers=LAYERS,
                       num_attention_heads=HEADS, num_key_value_heads=KV, max_position_embeddings=64,

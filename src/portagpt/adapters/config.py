@@ -262,13 +262,9 @@ class DecoderConfig(HFConfig):
     def rope_per_layer_type(self) -> bool:
         return all(isinstance(v, Mapping) for v in (self.rope_parameters or {}).values())
 
-    @property
-    def rope(self) -> RopeConfig:
-        """The RoPE recipe (with one per layer type: the full-attention layers')."""
-        return self.rope_for(FULL if self.rope_per_layer_type else "all")
-
-    def rope_for(self, kind: str) -> RopeConfig:
-        """The RoPE recipe of one kind (see :meth:`rope_kind`)."""
+    def rope(self, kind: str | None = None) -> RopeConfig:
+        """The RoPE recipe of one kind (see :meth:`rope_kind`); None: the full-attention one."""
+        kind = kind or (FULL if self.rope_per_layer_type else "all")
         rp = self.rope_parameters or {}
         d = {"rope_parameters": rp, "max_position_embeddings": self.max_position_embeddings}
         layer_type = kind if self.rope_per_layer_type else None
@@ -301,7 +297,7 @@ class DecoderConfig(HFConfig):
         """Every field, plus the 4.x ``rope_theta`` / ``rope_scaling`` of a single RoPE recipe."""
         out = super().to_hf()
         if not self.rope_per_layer_type:
-            rope = self.rope
+            rope = self.rope()
             out["rope_theta"] = rope.theta
             if rope.type != "default":
                 out["rope_scaling"] = {"rope_type": rope.type, **to_jsonable(rope.params)}

@@ -24,7 +24,8 @@ import sys
 import time
 from typing import Any
 
-from .generate import _device
+from .generate import _device, add_placement_args, add_sampling_args
+from .load import add_source_args, checkpoint_path
 
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
@@ -34,19 +35,10 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="chat with a checkpoint (its chat template, streaming, KV cache kept across turns)",
         description="Interactive multi-turn chat with a checkpoint that has a chat template.",
     )
-    p.add_argument("path", nargs="?", help="checkpoint folder (same as --checkpoint)")
-    p.add_argument("--checkpoint", metavar="DIR", help="checkpoint folder to load")
-    p.add_argument("--repo-id", metavar="ID", help="Hugging Face hub id (through the HF cache)")
-    p.add_argument("--revision", help="hub branch, tag or commit (with --repo-id)")
-    p.add_argument("--family", default=None, help="force the family instead of detecting it")
+    add_source_args(p, family_help="force the family instead of detecting it")
     p.add_argument("--system", default=None, help="a system message to start the conversation")
     p.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="per answer")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
-    p.add_argument("--top-k", type=int, default=None, metavar="K", help="sample from the K best")
-    p.add_argument("--top-p", type=float, default=None, metavar="P", help="nucleus mass, in (0, 1]")
-    p.add_argument("--min-p", type=float, default=None, metavar="M", help="keep p >= M x the top p")
-    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads per step")
+    add_sampling_args(p)
     p.add_argument(
         "--max-context",
         type=int,
@@ -54,8 +46,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         metavar="N",
         help="KV cache positions for the whole conversation (default: the model's, at most 4096)",
     )
-    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16, auto")
-    p.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if present)")
+    add_placement_args(p)
     p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.set_defaults(func=run)
 
@@ -64,20 +55,16 @@ def _load(args: argparse.Namespace) -> Any:
     from ..errors import TokenizerError, UsageError
     from ..loaders import load_full
 
-    if args.path and args.checkpoint and args.path != args.checkpoint:
-        raise UsageError("Give the checkpoint once: as PATH or as --checkpoint PATH, not both.")
-    path = args.path or args.checkpoint
+    path = checkpoint_path(args)
     if path is None and args.repo_id is None:
         raise UsageError("Nothing to chat with: pass --checkpoint DIR or --repo-id ID.")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}.")
-    if args.max_context is not None and args.max_context < 2:
-        raise UsageError(f"--max-context must be >= 2, got {args.max_context}.")
     loaded = load_full(
         path,
         repo_id=args.repo_id,
         revision=args.revision,
         family=args.family,
+        preset=args.preset,
+        config=args.config,
         dtype=args.dtype,
         device=_device(args.device),
         tokenizer=True,
@@ -105,20 +92,20 @@ def _answer(chat: Any, text: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.chat import Chat, ContextFullError, SamplingOptions
+    from .. import api
+    from ..core.chat import ContextFullError
 
+    api.check_generate_options(
+        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p,
+        seed=args.seed, threads=args.threads,
+    )  # fmt: skip
+    api.check_max_context(args.max_context)
     loaded = _load(args)
-    options = SamplingOptions(
-        args.max_new_tokens, args.temperature, args.top_k, args.top_p, args.min_p, args.seed
-    )
-    chat = Chat(
-        loaded.model,
-        loaded.tokenizer,
-        system=args.system,
-        options=options,
-        max_context=args.max_context,
-        threads=args.threads,
-    )
+    chat = api.chat(
+        loaded.model, loaded.tokenizer, system=args.system, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        seed=args.seed, threads=args.threads, max_context=args.max_context,
+    )  # fmt: skip
     tty = sys.stdin.isatty()
     if tty:
         print(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 DEFAULT_FAMILIES = "gpt2,llama,qwen3,gemma3,olmo3"  # = portagpt.api.DEFAULT_FAMILIES
 
@@ -26,7 +27,6 @@ DEFAULT_FAMILIES = "gpt2,llama,qwen3,gemma3,olmo3"  # = portagpt.api.DEFAULT_FAM
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     from ..core.compare import CompareSettings
 
-    d = CompareSettings()
     p = sub.add_parser(
         "compare",
         parents=parents,
@@ -35,7 +35,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "budget, context length, batch size, lr, seed), then write compare.md, compare.json and "
         "bpb.png/.pdf (validation bits per byte against bytes seen) into --out.",
     )
-    a = p.add_argument
+    _contestant_and_data_flags(p.add_argument)
+    _shared_setting_flags(p.add_argument, CompareSettings())
+    _machine_and_output_flags(p.add_argument)
+    p.set_defaults(func=run)
+
+
+def _contestant_and_data_flags(a: Any) -> None:
     a(
         "--families",
         default=DEFAULT_FAMILIES,
@@ -43,57 +49,34 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     a("--preset", default="tiny", help="preset of families given without one (default tiny)")
     a(
-        "--tokens",
-        type=int,
-        default=d.tokens,
-        help=f"training tokens per family (default {d.tokens:,})",
-    )
-    a("--out", default="runs/compare", metavar="DIR", help="output folder (default runs/compare)")
-    a(
         "--data",
         action="append",
         metavar="PATH",
         help="a .txt file or folder of them; repeatable (default: the bundled corpus)",
     )
-    a(
-        "--context-length",
-        type=int,
-        default=d.context_length,
-        help=f"tokens per window (default {d.context_length})",
-    )
-    a(
-        "--batch-size",
-        type=int,
-        default=d.batch_size,
-        help=f"windows per step (default {d.batch_size})",
-    )
-    a("--lr", type=float, default=d.lr, help=f"peak AdamW learning rate (default {d.lr:g})")
-    a(
-        "--weight-decay",
-        type=float,
-        default=d.weight_decay,
-        help=f"AdamW weight decay (default {d.weight_decay})",
-    )
-    a(
-        "--warmup",
-        type=int,
-        default=d.warmup_steps,
-        help=f"linear warmup steps (default {d.warmup_steps})",
-    )
-    a("--clip", type=float, default=d.grad_clip, help="max gradient norm; 0: off (default 1.0)")
-    a(
-        "--train-ratio",
-        type=float,
-        default=d.train_ratio,
-        help="share of the text used for training (default 0.9)",
-    )
-    a("--seed", type=int, default=d.seed, help=f"seed of weights and data order (default {d.seed})")
-    a(
-        "--eval-points",
-        type=int,
-        default=d.eval_points,
-        help=f"evaluations along the way (default {d.eval_points})",
-    )
+
+
+def _shared_setting_flags(a: Any, d: Any) -> None:
+    """The conditions every family trains under, each defaulting to ``CompareSettings``'."""
+    _setting(a, "--tokens", int, d.tokens, "training tokens per family")
+    _setting(a, "--context-length", int, d.context_length, "tokens per window")
+    _setting(a, "--batch-size", int, d.batch_size, "windows per step")
+    _setting(a, "--lr", float, d.lr, "peak AdamW learning rate")
+    _setting(a, "--weight-decay", float, d.weight_decay, "AdamW weight decay")
+    _setting(a, "--warmup", int, d.warmup_steps, "linear warmup steps")
+    _setting(a, "--clip", float, d.grad_clip, "max gradient norm; 0: off")
+    _setting(a, "--train-ratio", float, d.train_ratio, "share of the text used for training")
+    _setting(a, "--seed", int, d.seed, "seed of weights and data order")
+    _setting(a, "--eval-points", int, d.eval_points, "evaluations along the way")
+
+
+def _setting(a: Any, flag: str, kind: type, default: Any, what: str) -> None:
+    """A number flag whose help ends with its default (integers with thousands separators)."""
+    shown = f"{default:,}" if kind is int else f"{default}"
+    a(flag, type=kind, default=default, help=f"{what} (default {shown})")
+
+
+def _machine_and_output_flags(a: Any) -> None:
     a("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     a(
         "--dtype",
@@ -107,9 +90,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         default=0,
         help="torch threads per family process (default: torch's choice)",
     )
+    a("--out", default="runs/compare", metavar="DIR", help="output folder (default runs/compare)")
     a("--overwrite", action="store_true", help="replace an earlier comparison in --out")
     a("--json", action="store_true", help="end with compare.json's object on one line")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

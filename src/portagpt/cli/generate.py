@@ -37,30 +37,31 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("--checkpoint", required=True, metavar="DIR", help="checkpoint folder to load")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="default: 50")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) = greedy")
-    p.add_argument(
-        "--top-k", type=int, default=None, metavar="K", help="sample from the K most likely"
-    )
-    p.add_argument(
-        "--top-p", type=float, default=None, metavar="P", help="nucleus mass to keep, in (0, 1]"
-    )
-    p.add_argument(
-        "--min-p",
-        type=float,
-        default=None,
-        metavar="M",
-        help="keep tokens >= M x the top probability",
-    )
-    p.add_argument(
-        "--seed", type=int, default=None, help="seed for sampling (same seed, same text)"
-    )
+    add_sampling_args(p)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole context every step")
     p.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the decode step (slow first call; needs a C++ compiler on CPU)",
     )
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     p.add_argument(
+        "--family", default=None, help="force the family instead of config.json's model_type"
+    )
+    add_placement_args(p)
+    p.set_defaults(func=run)
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    """How each next token is picked, and on how many threads: shared by generate and chat."""
+    a = p.add_argument
+    a("--temperature", type=float, default=0.0, help="0 (default) = greedy")
+    a("--top-k", type=int, default=None, metavar="K", help="sample from the K most likely")
+    a("--top-p", type=float, default=None, metavar="P", help="nucleus mass to keep, in (0, 1]")
+    a("--min-p", type=float, default=None, metavar="M", help="keep tokens >= M x the top probability")
+    a("--seed", type=int, default=None, help="seed for sampling (same seed, same text)")
+    a(
         "--threads",
         type=int,
         default=None,
@@ -68,18 +69,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="torch threads for the generation steps (default: 1 for models under 16 MiB of "
         "weights on CPU, else torch's choice); 1 is faster on a busy machine",
     )
-    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
-    p.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
-    p.add_argument(
-        "--family", default=None, help="force the family instead of config.json's model_type"
-    )
-    p.add_argument(
-        "--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto"
-    )
-    p.add_argument(
-        "--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if present)"
-    )
-    p.set_defaults(func=run)
+
+
+def add_placement_args(p: argparse.ArgumentParser) -> None:
+    """Where the model runs and in which dtype: shared by generate and chat."""
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16 or auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
 
 
 def _device(name: str) -> str:

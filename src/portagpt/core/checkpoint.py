@@ -51,6 +51,7 @@ from .checkpoint_format import (
     config_to_dict,
     live_folder,
     sidecar,
+    strip_wrapper_prefixes,
     tensor_bytes,
     to_jsonable,
     weights_metadata,
@@ -63,7 +64,6 @@ __all__ = [
     "load_weights", "read_sidecar", "resolve_checkpoint", "save_checkpoint", "unwrap_model",
     "weights_to_save",
 ]  # fmt: skip
-WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 TRAINING_STATE_KEYS = ("optimizer", "scheduler", "global_step", "epoch", "batch_in_epoch",
                        "tokens_seen", "rng", "history")  # fmt: skip
 ExtraFile = str | Path | tuple[str, bytes]
@@ -90,15 +90,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         return model
 
 
-def strip_wrapper_prefixes(name: str) -> str:
-    """``_orig_mod.module.x`` -> ``x`` (names from a wrapped model's state_dict)."""
-    changed = True
-    while changed:
-        changed = False
-        for prefix in WRAPPER_PREFIXES:
-            if name.startswith(prefix):
-                name, changed = name[len(prefix) :], True
-    return name
 
 
 def _storage_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], torch.dtype]:

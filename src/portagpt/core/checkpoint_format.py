@@ -295,7 +295,10 @@ def atomic_write_bytes(path: str | Path, data: bytes, *, hint: str = "") -> None
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise disk_full(exc, path, len(data), hint) or exc
+        full = disk_full(exc, path, len(data), hint)
+        if full is None:
+            raise
+        raise full from exc
     fsync_dir(path.parent)
 
 
@@ -469,3 +472,22 @@ def tensor_bytes(obj: Any) -> int:
     if isinstance(obj, (list, tuple)):
         return sum(tensor_bytes(v) for v in obj)
     return 0
+
+
+# ---- tensor names -------------------------------------------------------------------------
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile, DDP/DataParallel
+
+
+def strip_wrapper_prefixes(name: str) -> str:
+    """``_orig_mod.module.x`` -> ``x``: a wrapped model's tensor name, wrappers dropped wherever
+    they sit (a compiled or wrapped submodule puts them inside the name)."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix) :], True
+            elif f".{prefix}" in name:
+                name, changed = name.replace(f".{prefix}", ".", 1), True
+    return name

@@ -276,44 +276,12 @@ def run_family(
 ) -> FamilyResult:
     """Train one family under ``settings`` and measure it (call in a fresh process for clean memory)."""
     import torch
-    from torch.utils.data import DataLoader
-
-    from .data import TokenWindowDataset
-    from .distributed import train_loader
-    from .train import Callback, TrainConfig, Trainer
 
     fam, cfg = family_config(family_name, preset)
     device = torch.device(settings.device)
     tokenizer = fam.load_tokenizer(None, cfg)
-    train_texts, val_texts = split_text(settings.data, settings.train_ratio)
-    data = tokenize_split(train_texts, val_texts, tokenizer)
-    L, B = settings.context_length, settings.batch_size
-    train_ds = TokenWindowDataset(data.train_ids, L, L)
-    val_ds = TokenWindowDataset(data.val_ids, L, L)
-    if len(train_ds) < B or len(val_ds) < 1:
-        raise UsageError(
-            f"The text gives {len(train_ds)} training and {len(val_ds)} validation windows of {L} "
-            f"tokens with {family_name}'s tokenizer; at least {B} and 1 are needed. Use a smaller "
-            "--context-length or --batch-size, or more text (--data)."
-        )
-    loader = train_loader(train_ds, B, settings.seed)
-    val_loader = DataLoader(val_ds, batch_size=B, shuffle=False)
-    steps = settings.steps
-    steps_per_epoch = len(loader)
-    eval_freq = max(1, steps // settings.eval_points)
-    train_cfg = TrainConfig(
-        epochs=math.ceil(steps / steps_per_epoch),
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_steps,
-        grad_clip=settings.grad_clip,
-        eval_freq=eval_freq,
-        eval_iter=settings.eval_iter,
-        sample_prompt=None,
-        sample_tokens=0,
-        dtype=settings.dtype,
-        seed=settings.seed,
-    )
+    data = tokenize_split(*split_text(settings.data, settings.train_ratio), tokenizer)
+    loader, val_loader = _loaders(family_name, data, settings)
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -323,45 +291,18 @@ def run_family(
     model.init_weights()
     model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
+
     curve: list[dict[str, float]] = []
-
-    class Measure(Callback):
-        def on_step_end(self, trainer: Trainer, loss: float) -> None:
-            if trainer.tokens_seen >= settings.tokens:
-                trainer.should_stop = True
-
-        def on_evaluate(self, trainer: Trainer, record: Any) -> None:
-            with trainer.autocast():
-                nats, count = sum_cross_entropy(trainer.model, data.val_ids, L, device, B)
-            curve.append(
-                {
-                    "step": record.step,
-                    "tokens_seen": record.tokens_seen,
-                    "bytes_seen": round(record.tokens_seen * data.train_bytes_per_token),
-                    "train_loss": record.train_loss,
-                    "val_loss": nats / count,
-                    "val_bpb": nats / LN2 / data.val_bytes,
-                }
-            )
-
-    class TimedTrainer(Trainer):
-        train_seconds = 0.0
-
-        def train_step(self, batches: Any) -> float:
-            start = time.perf_counter()
-            loss = super().train_step(batches)
-            self.train_seconds += time.perf_counter() - start
-            return loss
-
-    trainer = TimedTrainer(
+    trainer = _measuring_trainer(
         model,
         loader,
         val_loader,
-        train_cfg,
+        settings,
+        data,
+        curve,
         tokenizer=tokenizer,
         device=device,
         family=fam,
-        callbacks=[Measure()],
         progress=progress,
     )
     trainer.fit()
@@ -392,6 +333,96 @@ def run_family(
         val_tokens=len(data.val_ids) - 1,
         train_bytes_per_token=data.train_bytes_per_token,
         curve=curve,
+    )
+
+
+def _loaders(family_name: str, data: CompareData, settings: CompareSettings) -> tuple[Any, Any]:
+    """(training loader, validation loader) over windows of ``context_length`` tokens."""
+    from torch.utils.data import DataLoader
+
+    from .data import TokenWindowDataset
+    from .distributed import train_loader
+
+    L, B = settings.context_length, settings.batch_size
+    train_ds = TokenWindowDataset(data.train_ids, L, L)
+    val_ds = TokenWindowDataset(data.val_ids, L, L)
+    if len(train_ds) < B or len(val_ds) < 1:
+        raise UsageError(
+            f"The text gives {len(train_ds)} training and {len(val_ds)} validation windows of {L} "
+            f"tokens with {family_name}'s tokenizer; at least {B} and 1 are needed. Use a smaller "
+            "--context-length or --batch-size, or more text (--data)."
+        )
+    loader = train_loader(train_ds, B, settings.seed)
+    return loader, DataLoader(val_ds, batch_size=B, shuffle=False)
+
+
+def _train_config(settings: CompareSettings, steps_per_epoch: int) -> Any:
+    """The trainer's settings: enough epochs for ``settings.steps``, ``eval_points`` evaluations."""
+    from .train import TrainConfig
+
+    steps = settings.steps
+    return TrainConfig(
+        epochs=math.ceil(steps / steps_per_epoch),
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        grad_clip=settings.grad_clip,
+        eval_freq=max(1, steps // settings.eval_points),
+        eval_iter=settings.eval_iter,
+        sample_prompt=None,
+        sample_tokens=0,
+        dtype=settings.dtype,
+        seed=settings.seed,
+    )
+
+
+def _measuring_trainer(
+    model: nn.Module,
+    loader: Any,
+    val_loader: Any,
+    settings: CompareSettings,
+    data: CompareData,
+    curve: list[dict[str, float]],
+    **trainer_kwargs: Any,
+) -> Any:
+    """A Trainer that stops at ``settings.tokens``, times its optimizer steps (``train_seconds``)
+    and appends a point to ``curve`` at every evaluation: bits per byte over the whole
+    validation text."""
+    from .train import Callback, Trainer
+
+    L, B = settings.context_length, settings.batch_size
+
+    class Measure(Callback):
+        def on_step_end(self, trainer: Trainer, loss: float) -> None:
+            if trainer.tokens_seen >= settings.tokens:
+                trainer.should_stop = True
+
+        def on_evaluate(self, trainer: Trainer, record: Any) -> None:
+            with trainer.autocast():
+                nats, count = sum_cross_entropy(trainer.model, data.val_ids, L, trainer.device, B)
+            curve.append(
+                {
+                    "step": record.step,
+                    "tokens_seen": record.tokens_seen,
+                    "bytes_seen": round(record.tokens_seen * data.train_bytes_per_token),
+                    "train_loss": record.train_loss,
+                    "val_loss": nats / count,
+                    "val_bpb": nats / LN2 / data.val_bytes,
+                }
+            )
+
+    class TimedTrainer(Trainer):
+        train_seconds = 0.0
+
+        def train_step(self, batches: Any) -> float:
+            start = time.perf_counter()
+            loss = super().train_step(batches)
+            self.train_seconds += time.perf_counter() - start
+            return loss
+
+    train_cfg = _train_config(settings, len(loader))
+    return TimedTrainer(
+        model, loader, val_loader, train_cfg, callbacks=[Measure()], **trainer_kwargs
     )
 
 

@@ -123,7 +123,7 @@ class Decoder(nn.Module):
         self.norm = layer.make_norm(cfg, cfg.hidden_size)
         kinds = dict.fromkeys(cfg.rope_kind(i) for i in range(cfg.num_hidden_layers))
         self.rotary_emb = nn.ModuleDict(
-            {k: RotaryEmbedding(cfg.rope_for(k), cfg.head_dim) for k in kinds}
+            {k: RotaryEmbedding(cfg.rope(k), cfg.head_dim) for k in kinds}
         )
 
 

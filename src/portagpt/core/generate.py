@@ -485,6 +485,35 @@ def _is_compile_error(exc: Exception) -> bool:
     ).__module__.startswith(("torch._inductor", "torch._dynamo"))
 
 
+def _stop_ids(stop_token_ids: Iterable[int] | int) -> tuple[int, ...]:
+    if isinstance(stop_token_ids, int):
+        return (stop_token_ids,)
+    return tuple(int(i) for i in stop_token_ids)
+
+
+def _checked_context(model: nn.Module, rows: list[list[int]], context_length: int | None) -> int:
+    """The context to keep (default: the model's), once the prompt ids fit its vocabulary."""
+    config = getattr(model, "config", None)
+    _check_rows(rows, getattr(config, "vocab_size", None))
+    model_ctx = getattr(config, "context_length", None)
+    ctx = context_length if context_length is not None else model_ctx
+    if ctx is None or ctx < 1 or (model_ctx is not None and ctx > model_ctx):
+        raise UsageError(
+            f"context_length must be between 1 and the model's {model_ctx} positions, got {ctx!r}; "
+            "leave it out to use the model's own context length."
+        )
+    return ctx
+
+
+def _seeded_generator(device: torch.device, seed: int | None) -> torch.Generator | None:
+    """A generator seeded with ``seed``; None (torch's global RNG) without one."""
+    if seed is None:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
 def stream(
     model: nn.Module,
     input_ids: Prompt,
@@ -517,31 +546,16 @@ def stream(
             "compile=True (--compile) compiles the cached one-token decode step, and "
             "use_cache=False (--no-cache) has none; drop one of the two."
         )
-    stops = (
-        (stop_token_ids,)
-        if isinstance(stop_token_ids, int)
-        else tuple(int(i) for i in stop_token_ids)
-    )
+    stops = _stop_ids(stop_token_ids)
     rows = _prompt_rows(input_ids, attention_mask)
-    config = getattr(model, "config", None)
-    _check_rows(rows, getattr(config, "vocab_size", None))
-    model_ctx = getattr(config, "context_length", None)
-    ctx = context_length if context_length is not None else model_ctx
-    if ctx is None or ctx < 1 or (model_ctx is not None and ctx > model_ctx):
-        raise UsageError(
-            f"context_length must be between 1 and the model's {model_ctx} positions, got {ctx!r}; "
-            "leave it out to use the model's own context length."
-        )
+    ctx = _checked_context(model, rows, context_length)
     if pad_token_id is None:
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
     fixed = step_threads(model, device, threads)
     first_threads = Threads(fixed)  # the prefill: many rows, torch's count unless one is fixed
     n_threads = decode_threads(model, device, fixed)
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
+    generator = _seeded_generator(device, seed)
 
     start = time.perf_counter()
     was_training = model.training

@@ -434,7 +434,6 @@ def execute(plan: TrainingPlan, log: Callable[[str], None] | None = print) -> An
 def run_training(options: TrainOptions, log: Callable[[str], None] | None = print) -> Any:
     """Plan, then execute (under torchrun: in this process's group, torn down at the end)."""
     from . import distributed as dist
-
     from .run_folder import release_run_folders
 
     info = dist.launch_info()

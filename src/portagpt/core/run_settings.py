@@ -12,7 +12,6 @@ the run folder's rules are :mod:`portagpt.core.run_folder`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError

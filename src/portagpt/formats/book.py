@@ -31,6 +31,7 @@ import torch
 from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
 from ..loaders.configs import ConfigChoice, read_json
+from ..loaders.export import conversion_report, tensor_bytes
 from ..loaders.foreign import ForeignFormat
 from ..loaders.pipeline import Prepared, Source, mapped_tensors
 from ..loaders.state_dict import PTH_SUFFIXES, StateDictSource
@@ -230,7 +231,7 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
     book = book_dict(prep.config)
     state = book_state(prep, source)
     out.parent.mkdir(parents=True, exist_ok=True)
-    needed = sum(t.numel() * t.element_size() for t in state.values())
+    needed = tensor_bytes(state)
     tmp_pth = _atomic_bytes(out, lambda p: _torch_save(state, p), needed)
     try:
         tmp_cfg = _atomic_bytes(cfg_out, lambda p: p.write_text(json.dumps(book, indent=2) + "\n"))
@@ -239,17 +240,8 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
         raise
     os.replace(tmp_cfg, cfg_out)
     os.replace(tmp_pth, out)
-    return {
-        "out": str(out),
-        "layout": "book",
-        "family": prep.family.name,
-        "files": [out.name, cfg_out.name],
-        "tensors": len(state),
-        "bytes": sum(t.numel() * t.element_size() for t in state.values()),
-        "tokenizer_files": [],
-        "config_json": False,
-        "config": book,
-    }
+    files = [out.name, cfg_out.name]
+    return conversion_report(out, "book", prep.family.name, files, state, [], config=book)
 
 
 FORMAT = ForeignFormat(

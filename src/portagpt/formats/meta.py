@@ -44,7 +44,7 @@ import torch
 from ..core.checkpoint_format import writing
 from ..errors import CheckpointError, ConfigError, UsageError
 from ..loaders.configs import ConfigChoice, config_from_hf, read_json
-from ..loaders.export import atomic_folder, hf_tensors
+from ..loaders.export import atomic_folder, conversion_report, hf_tensors, tensor_bytes
 from ..loaders.foreign import ForeignFormat
 from ..loaders.pipeline import FORMAT_KEY, Prepared, Source
 from ..loaders.state_dict import StateDictSource, torch_load
@@ -386,7 +386,7 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
     if "output.weight" not in state:  # tied here; Meta's model always has its own output
         state["output.weight"] = state["tok_embeddings.weight"].clone()
     copied = []
-    needed = sum(t.numel() * t.element_size() for t in state.values())
+    needed = tensor_bytes(state)
     with atomic_folder(Path(out), needed) as tmp:
         with writing(tmp / "consolidated.00.pth") as path, open(path, "wb") as f:
             torch.save(state, f)  # a file object: a full disk keeps its errno
@@ -394,16 +394,8 @@ def write(prep: Prepared, source: Source, out: Path, loc: Any = None) -> dict[st
         if src is not None and (Path(src) / "tokenizer.model").is_file():
             (tmp / "tokenizer.model").write_bytes((Path(src) / "tokenizer.model").read_bytes())
             copied.append("tokenizer.model")
-    return {
-        "out": str(out),
-        "layout": "meta",
-        "family": prep.family.name,
-        "files": ["consolidated.00.pth", PARAMS, *copied],
-        "tensors": len(state),
-        "bytes": sum(t.numel() * t.element_size() for t in state.values()),
-        "tokenizer_files": copied,
-        "config_json": False,
-    }
+    files = ["consolidated.00.pth", PARAMS, *copied]
+    return conversion_report(out, "meta", prep.family.name, files, state, copied)
 
 
 FORMAT = ForeignFormat(

@@ -87,15 +87,9 @@ def load_full(
         return from_transformers_full(source, family=family, dtype=dtype, device=device)
     loc = locate_source(source, repo_id=repo_id, revision=revision, family=family)
     return load_located(
-        loc,
-        family=family,
-        preset=preset,
-        config=config,
-        dtype=dtype,
-        device=device,
-        tokenizer=tokenizer,
-        loader=loader,
-    )
+        loc, family=family, preset=preset, config=config, dtype=dtype, device=device,
+        tokenizer=tokenizer, loader=loader,
+    )  # fmt: skip
 
 
 def load(
@@ -121,15 +115,7 @@ def load(
     ``auto``/``meta``/``mmap``/``safetensors``/``state_dict``/``hf`` (see ``pipeline.py``).
     """
     loaded = load_full(
-        source,
-        repo_id=repo_id,
-        revision=revision,
-        family=family,
-        preset=preset,
-        config=config,
-        dtype=dtype,
-        device=device,
-        tokenizer=tokenizer,
-        loader=loader,
-    )
+        source, repo_id=repo_id, revision=revision, family=family, preset=preset, config=config,
+        dtype=dtype, device=device, tokenizer=tokenizer, loader=loader,
+    )  # fmt: skip
     return loaded.model, loaded.tokenizer

@@ -38,6 +38,7 @@ from ..core import checkpoint_format as fmt
 from ..errors import ConfigError, UsageError
 from .choice import check_source
 from .configs import family_of_config
+from .hub import TOKENIZER_FILES
 from .pipeline import (
     FORMAT_KEY,
     Prepared,
@@ -53,18 +54,6 @@ from .state_dict import StateDictSource
 
 LAYOUTS = ("native", "hf")
 DEFAULT_SHARD_SIZE = "5GB"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-    "generation_config.json",
-)
 
 
 @contextmanager
@@ -189,7 +178,7 @@ def _write(
         if dtype is not None:
             metas = {n: t.to(dtype) if t.is_floating_point() else t for n, t in metas.items()}
         stream = mapped_tensors(prep, source, dtype)
-    needed = sum(t.numel() * t.element_size() for t in metas.values())
+    needed = tensor_bytes(metas)
     with atomic_folder(out, needed) as tmp:
         files = write_weights(tmp, metas, stream, metadata, max_shard_size)
         if hf_config is not None:
@@ -204,15 +193,38 @@ def _write(
         copied = copy_tokenizer_files(tokenizer_from, tmp)
         if extra_files is not None:
             copied += [n for n in extra_files(tmp) if n not in copied]
+    return conversion_report(
+        out, to, fam.name, files, metas, copied, config_json=hf_config is not None
+    )
+
+
+def tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def conversion_report(
+    out: Path,
+    layout: str,
+    family: str,
+    files: list[str],
+    tensors: Mapping[str, torch.Tensor],
+    tokenizer_files: list[str],
+    *,
+    config_json: bool = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a conversion returns (``convert --json`` prints it): the files it wrote, in which
+    layout, how many tensors and bytes, and whether a transformers config.json is among them."""
     return {
         "out": str(out),
-        "layout": to,
-        "family": fam.name,
+        "layout": layout,
+        "family": family,
         "files": files,
-        "tensors": len(metas),
-        "bytes": sum(t.numel() * t.element_size() for t in metas.values()),
-        "tokenizer_files": copied,
-        "config_json": hf_config is not None,
+        "tensors": len(tensors),
+        "bytes": tensor_bytes(tensors),
+        "tokenizer_files": tokenizer_files,
+        "config_json": config_json,
+        **extra,
     }
 
 

@@ -17,11 +17,7 @@ from pathlib import Path
 
 from ..errors import CheckpointNotFoundError, UsageError
 
-ALLOW_PATTERNS = [
-    "config.json",
-    "generation_config.json",
-    "model*.safetensors",
-    "model.safetensors.index.json",
+TOKENIZER_FILES = (  # what travels with the weights: tokenizer, chat template, generation defaults
     "tokenizer.json",
     "tokenizer_config.json",
     "tokenizer.model",
@@ -31,7 +27,9 @@ ALLOW_PATTERNS = [
     "merges.txt",
     "chat_template.jinja",
     "chat_template.json",
-]
+    "generation_config.json",
+)
+ALLOW_PATTERNS = ["config.json", "model*.safetensors", "model.safetensors.index.json", *TOKENIZER_FILES]
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$|^[A-Za-z0-9][\w.\-]*$")
 _TRUE = ("1", "true", "yes", "on")
 

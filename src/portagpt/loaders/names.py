@@ -15,25 +15,15 @@ from contextlib import contextmanager
 
 import torch
 
-STRIP_PREFIXES = ("_orig_mod.", "module.")
+from ..core.checkpoint_format import WRAPPER_PREFIXES, strip_wrapper_prefixes
+
+STRIP_PREFIXES = WRAPPER_PREFIXES
 _INDEX = re.compile(r"\.\d+(?=\.|$)")
 
 
 def strip_prefixes(names: list[str]) -> dict[str, str]:
     """Checkpoint name -> name without ``_orig_mod.``/``module.`` wrappers (torch.compile, DDP)."""
-    out = {}
-    for n in names:
-        m = n
-        changed = True
-        while changed:
-            changed = False
-            for p in STRIP_PREFIXES:
-                if m.startswith(p):
-                    m, changed = m[len(p):], True
-                elif f".{p}" in m:
-                    m, changed = m.replace(f".{p}", ".", 1), True
-        out[n] = m
-    return out
+    return {n: strip_wrapper_prefixes(n) for n in names}
 
 
 def name_patterns(names: Iterable[str]) -> set[str]:

@@ -459,12 +459,9 @@ def materialise(
 ) -> nn.Module:
     """Fill the meta model with the checkpoint's tensors (``assign=True``: no second copy;
     ``zero_copy``: tensors used as stored stay views of the mapped file)."""
-    state = dict(mapped_tensors(prep, source, dtype, device, zero_copy))
     model = prep.model
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    del state
-    tied = {d for d, _ in prep.tied}
-    left = [m for m in missing if m not in tied]
+    state = dict(mapped_tensors(prep, source, dtype, device, zero_copy))
+    left, unexpected = _load_state(model, state, prep, assign=True)
     if left or unexpected:
         raise CheckpointError(
             f"Loading {where} left {len(left)} tensor(s) unset ({', '.join(left[:8])}) and "
@@ -472,6 +469,17 @@ def materialise(
             "model disagree. Report this to the family's author."
         )
     return finish(model, prep, dtype, device, where)
+
+
+def _load_state(
+    model: nn.Module, state: dict[str, torch.Tensor], prep: Prepared, assign: bool = False
+) -> tuple[list[str], list[str]]:
+    """``model.load_state_dict(state)``, emptying ``state``; returns the names left unset (but for
+    tied copies, which are set when the model re-ties) and the names the model does not have."""
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=assign)
+    state.clear()
+    tied = {d for d, _ in prep.tied}
+    return [m for m in missing if m not in tied], list(unexpected)
 
 
 def materialise_eager(
@@ -483,10 +491,7 @@ def materialise_eager(
     state = dict(mapped_tensors(prep, source, None, "cpu"))
     if dtype is None and (own := main_dtype(state.values())) is not None:  # "auto": the checkpoint's
         model.to(own)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    del state
-    tied = {d for d, _ in prep.tied}
-    left = [m for m in missing if m not in tied]
+    left, unexpected = _load_state(model, state, prep)
     if left or unexpected:
         raise CheckpointError(
             f"Loading {where} left {len(left)} tensor(s) at their random initial values "

@@ -57,6 +57,24 @@ class TensorInfo:
     nbytes: int
 
 
+class TensorTable:
+    """What a tensor source answers from its ``tensors`` table alone, reading no data."""
+
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def meta_tensor(self, name: str) -> torch.Tensor:
+        info = self.tensors[name]
+        return torch.empty(info.shape, dtype=info.dtype, device="meta")
+
+
 @dataclass(frozen=True)
 class FileHeader:
     """One file's header: its tensors, metadata, and the sizes that must agree."""
@@ -186,7 +204,7 @@ def read_header(path: Path) -> FileHeader:
     return FileHeader(path, header, dict(meta), n, end, size)
 
 
-class TensorIndex:
+class TensorIndex(TensorTable):
     """Names -> (file, shape, dtype) for a set of safetensors files; lazy tensor reads."""
 
     def __init__(
@@ -222,20 +240,8 @@ class TensorIndex:
         self._stack: ExitStack | None = None
         self._handles: dict[Path, Any] = {}
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.tensors)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
-
     def file_bytes(self) -> int:
         return sum(os.path.getsize(f) for f in self.files)
-
-    def meta_tensor(self, name: str) -> torch.Tensor:
-        info = self.tensors[name]
-        return torch.empty(info.shape, dtype=info.dtype, device="meta")
 
     def combined_metadata(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -331,19 +337,24 @@ def read_index_json(idx: Path) -> dict[str, str]:
     return weight_map
 
 
+def indexed_shards(idx: Path) -> tuple[list[Path], dict[str, str]]:
+    """The shard files an index names (each one present) and its weight map."""
+    weight_map = read_index_json(idx)
+    shards = shard_paths(idx, weight_map)
+    missing = [s.name for s in shards if not s.is_file()]
+    if missing:
+        raise CheckpointNotFoundError(
+            f"{str(idx)!r} names shard(s) missing from the folder: {', '.join(missing)}. "
+            "Download the missing shards (or the whole checkpoint) again."
+        )
+    return shards, weight_map
+
+
 def weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None]:
     """The safetensors files of a folder (and the index's weight map, when there is one)."""
     idx = folder / INDEX_NAME
     if idx.is_file():
-        weight_map = read_index_json(idx)
-        shards = shard_paths(idx, weight_map)
-        missing = [s.name for s in shards if not s.is_file()]
-        if missing:
-            raise CheckpointNotFoundError(
-                f"{str(idx)!r} names shard(s) missing from the folder: {', '.join(missing)}. "
-                "Download the missing shards (or the whole checkpoint) again."
-            )
-        return shards, weight_map
+        return indexed_shards(idx)
     single = folder / SINGLE_NAME
     if single.is_file():
         return [single], None

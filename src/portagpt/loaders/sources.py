@@ -22,7 +22,7 @@ from typing import Any
 from ..core.checkpoint_format import SIDECAR_FILE, live_folder
 from ..errors import CheckpointError, CheckpointNotFoundError, UsageError
 from .foreign import detect_format
-from .safetensors_index import TensorIndex, read_index_json, shard_paths, weight_files
+from .safetensors_index import TensorIndex, indexed_shards, weight_files
 from .state_dict import PTH_SUFFIXES, StateDictSource
 
 PREFERRED_PTH = ("model.pth", "pytorch_model.bin", "model.pt")
@@ -112,14 +112,7 @@ def locate(path: str | Path) -> Located:
         return _folder(path)
     name = path.name
     if name.endswith(".index.json"):
-        weight_map = read_index_json(path)
-        shards = shard_paths(path, weight_map)
-        missing = [s.name for s in shards if not s.is_file()]
-        if missing:
-            raise CheckpointNotFoundError(
-                f"{str(path)!r} names shard(s) missing from its folder: {', '.join(missing)}. "
-                "Download the missing shards (or the whole checkpoint) again."
-            )
+        shards, weight_map = indexed_shards(path)
         return Located("safetensors", path, path.parent, shards, weight_map)
     if path.suffix == ".safetensors":
         return Located("safetensors", path, path.parent, [path])

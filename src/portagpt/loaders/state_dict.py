@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from .safetensors_index import TensorInfo
+from .safetensors_index import TensorInfo, TensorTable
 
 PTH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model", "module")
@@ -95,7 +95,7 @@ def torch_load(path: Path, mmap: bool = True) -> Any:
         ) from None
 
 
-class StateDictSource:
+class StateDictSource(TensorTable):
     """A name -> tensor mapping behind the same interface as :class:`TensorIndex`.
 
     ``private`` says whether ``get`` returns tensors the model may keep as they
@@ -125,20 +125,8 @@ class StateDictSource:
     def from_file(cls, path: Path) -> StateDictSource:
         return cls(unwrap(torch_load(path), path), path=path)
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.tensors)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors.values())
-
     def file_bytes(self) -> int:
         return os.path.getsize(self.path) if self.path is not None else self.nbytes
-
-    def meta_tensor(self, name: str) -> torch.Tensor:
-        info = self.tensors[name]
-        return torch.empty(info.shape, dtype=info.dtype, device="meta")
 
     def combined_metadata(self) -> dict[str, str]:
         return dict(self.metadata)

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from ..core.cache import make_cache
+from .context import CheckFailed, SmokeContext
 from .interop import (
     check_config_roundtrip,
     check_save_load_roundtrip,
     check_transformers_parity,
     check_weight_map_roundtrip,
 )
-from .context import CheckFailed, SmokeContext
 
 CACHE_ATOL = 1e-4  # fp32: cached decoding vs one full forward pass
 BF16_REL = 0.05  # bf16 logits vs fp32 logits, relative L2 error

@@ -261,8 +261,6 @@ def export_hf_folder(family: Family, cfg: Any, model: torch.nn.Module, folder: P
 
 
 def check_save_load_roundtrip(ctx: SmokeContext) -> str:
-    from ..loaders import load
-
     fam, cfg = ctx.family, ctx.cfg
     model = ctx.build(perturb=True)
     ids = ctx.ids(2, min(int(cfg.context_length), 12), seed=9)
@@ -271,24 +269,28 @@ def check_save_load_roundtrip(ctx: SmokeContext) -> str:
     done = []
     folder = ctx.folder("hf-export")
     n = export_hf_folder(fam, cfg, model, folder)
-    loaded, _ = load(folder, family=fam, tokenizer=False)
-    with torch.no_grad():
-        d = _maxdiff(loaded(ids), ref)
-    if d > LOAD_ATOL:
-        raise CheckFailed(f"logits after saving as an HF folder and portagpt.load differ by {d:.2e}.")
+    d = _reload_diff(folder, fam, ids, ref, "saving as an HF folder")
     done.append(f"HF folder ({n} tensors) |diff| {d:.1e}")
     if importlib.util.find_spec("portagpt.core.checkpoint") is not None:
         from ..core.checkpoint import save_checkpoint
 
         folder = ctx.workdir / "native-checkpoint"
         save_checkpoint(folder, model, family=fam, model_config=cfg)
-        loaded, _ = load(folder, family=fam, tokenizer=False)
-        with torch.no_grad():
-            d = _maxdiff(loaded(ids), ref)
-        if d > LOAD_ATOL:
-            raise CheckFailed(f"logits after save_checkpoint and portagpt.load differ by {d:.2e}.")
+        d = _reload_diff(folder, fam, ids, ref, "save_checkpoint")
         done.append(f"training checkpoint |diff| {d:.1e}")
     return "; ".join(done)
+
+
+def _reload_diff(folder: Path, fam: Any, ids: torch.Tensor, ref: torch.Tensor, after: str) -> float:
+    """The largest logit difference of ``folder`` loaded back by portagpt.load against ``ref``."""
+    from ..loaders import load
+
+    loaded, _ = load(folder, family=fam, tokenizer=False)
+    with torch.no_grad():
+        d = _maxdiff(loaded(ids), ref)
+    if d > LOAD_ATOL:
+        raise CheckFailed(f"logits after {after} and portagpt.load differ by {d:.2e}.")
+    return d
 
 
 # ---- transformers ------------------------------------------------------------------------------
