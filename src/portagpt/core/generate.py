@@ -68,7 +68,7 @@ from torch import nn
 
 from ..errors import CompileError, NonFiniteError, UsageError
 from .cache import KVCache, make_cache
-from .threads import ThreadChooser, Threads
+from .threads import Threads, decode_threads
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
@@ -267,25 +267,6 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
     if device.type == "cpu" and _weight_bytes(model) < SMALL_MODEL_BYTES:
         return 1
     return None
-
-
-_CHOOSER = "_portagpt_thread_chooser"  # where a model keeps its ThreadChooser
-
-
-def decode_threads(
-    model: nn.Module, device: torch.device, fixed: int | None
-) -> Threads | ThreadChooser:
-    """The thread context of each one-token step: ``fixed`` when set (or off CPU, or torch on
-    one thread); else a :class:`ThreadChooser` timing torch's count against one thread, kept
-    on the model (not in its state) so later calls start from what earlier ones measured."""
-    n = torch.get_num_threads()
-    if fixed is not None or device.type != "cpu" or n < 2:
-        return Threads(fixed)
-    chooser = model.__dict__.get(_CHOOSER)
-    if not isinstance(chooser, ThreadChooser) or chooser.candidates != (n, 1):
-        chooser = ThreadChooser((n, 1))
-        model.__dict__[_CHOOSER] = chooser
-    return chooser
 
 
 # ---- compiled decode step ----------------------------------------------------------------

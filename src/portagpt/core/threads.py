@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 SMALL_OP_ELEMENTS = 1 << 18  # ~1 MiB of fp32: microseconds of work on one core
 HISTORY_STEPS = 4096  # steps a ThreadChooser remembers in ``history``
@@ -171,3 +172,22 @@ class ThreadChooser:
         if exc[0] is None:
             self.record(self._running, elapsed)
         self._running = None
+
+
+_CHOOSER = "_portagpt_thread_chooser"  # where a model keeps its ThreadChooser
+
+
+def decode_threads(
+    model: nn.Module, device: torch.device, fixed: int | None
+) -> Threads | ThreadChooser:
+    """The thread context of each one-token step: ``fixed`` when set (or off CPU, or torch on
+    one thread); else a :class:`ThreadChooser` timing torch's count against one thread, kept
+    on the model (not in its state) so later calls start from what earlier ones measured."""
+    n = torch.get_num_threads()
+    if fixed is not None or device.type != "cpu" or n < 2:
+        return Threads(fixed)
+    chooser = model.__dict__.get(_CHOOSER)
+    if not isinstance(chooser, ThreadChooser) or chooser.candidates != (n, 1):
+        chooser = ThreadChooser((n, 1))
+        model.__dict__[_CHOOSER] = chooser
+    return chooser
