@@ -330,10 +330,20 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth: float) -> None:
             print(f"    {k}: first step differing from {ref}: {diff[0] if diff else None}")
     print(f"  load average: {load_average()}")
     if args.busy:
-        busy_rows(name, run_ours, n, n_new, args.runs)
+        from portagpt.core.generate import step_threads
+
+        same_as = step_threads(ours, torch.device("cpu"), None)  # a size rule fixes the count
+        busy_rows(name, run_ours, n, n_new, args.runs, same_as)
 
 
-def busy_rows(name: str, run_ours: Callable[..., list[int]], n: int, n_new: int, runs: int) -> None:
+def busy_rows(
+    name: str,
+    run_ours: Callable[..., list[int]],
+    n: int,
+    n_new: int,
+    runs: int,
+    same_as: int | None = None,
+) -> None:
     """portagpt's default against its fixed thread counts while one other process spins."""
     with competitor():
         fns = {
@@ -352,6 +362,11 @@ def busy_rows(name: str, run_ours: Callable[..., list[int]], n: int, n_new: int,
         f"    default within 10 % of the best fixed count: {'met' if ratio >= 0.9 else 'MISSED'} "
         f"({ratio:.2f}x)"
     )
+    if same_as is not None:
+        print(
+            f"    (here the default is the fixed {same_as}-thread path itself: the size rule "
+            "chose it; the two rows differ by the machine's noise alone)"
+        )
 
 
 SPIN = (
