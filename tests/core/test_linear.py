@@ -23,8 +23,9 @@ from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkp
 
 @pytest.fixture
 def split_on(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
-    """Two torch threads, no size floor, and a count of split products."""
+    """Two torch threads, no size floor, the split always (no race), a count of split products."""
     monkeypatch.setattr(lin, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(lin, "SPLIT_CHOICE", "always")
     calls = {"n": 0}
     real = lin.split_gemv
 
@@ -109,3 +110,41 @@ def test_every_family_decodes_like_transformers_on_the_split_path(family: str, s
         model(ids[:, :-1], cache=cache)
         step = model(ids[:, -1:], cache=cache, logits_to_keep=1)[0, -1]
     assert (step - hf_logits(hf, ids)[0, -1]).abs().max().item() <= 1e-4
+
+
+def test_linear_races_the_two_products_then_keeps_the_faster(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(lin, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(lin, "_RACES", {})
+    clock = {"now": 0.0}  # a fake clock: each F.linear call takes 5 s, each split 1 s
+
+    def fake_counter() -> float:
+        return clock["now"]
+
+    real_split, real_linear = lin.split_gemv, F.linear
+    used: list[str] = []
+
+    def split(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        used.append("split")
+        clock["now"] += 1.0
+        return real_split(*args, **kwargs)
+
+    def plain(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        used.append("linear")
+        clock["now"] += 5.0
+        return real_linear(*args, **kwargs)
+
+    monkeypatch.setattr(lin, "split_gemv", split)
+    monkeypatch.setattr(lin.F, "linear", plain)
+    monkeypatch.setattr(lin.time, "perf_counter", fake_counter)
+    layer = lin.Linear(64, 200)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            outs = [layer(torch.ones(1, 1, 64)) for _ in range(10)]
+    finally:
+        torch.set_num_threads(before)
+    assert used[:6] == ["linear", "split"] * 3  # SPLIT_TRIALS each, alternating
+    assert used[6:] == ["split"] * 4  # then the faster
+    for out in outs:
+        torch.testing.assert_close(out, outs[0], rtol=1e-5, atol=1e-5)
