@@ -32,6 +32,7 @@ from .attention import attend
 from .cache import AttentionContext, KVCache, LayerSpec, attention_context
 from .layers import GatedMLP, RMSNorm, init_normal_
 from .linear import Linear
+from .meta import empty_init
 from .rope import RotaryEmbedding, apply_rope
 
 Rope = tuple[torch.Tensor, torch.Tensor] | None  # (cos, sin), each (B, T, rot_dim)
@@ -170,7 +171,7 @@ class CausalLM(nn.Module):
     def weight_map(cls, cfg: Any) -> WeightMap:
         """Every native tensor under its own name (the head optional when tied); stale RoPE
         buffers of old conversions dropped."""
-        with torch.device("meta"):
+        with empty_init():  # shapes only; no initialiser run on meta (core/meta.py)
             names = cls(cfg).state_dict()
         head = cls.head_name + ".weight"
         patterns = dict.fromkeys(_INDEX.sub("{}", n) for n in names if n != head)
