@@ -37,8 +37,8 @@ from .results import (
     Inspection,
     Run,
     SmokeResults,
-    Validation,
 )
+from .validation import checkpoint_source, validate
 
 __all__ = [
     "TextStream",
@@ -240,10 +240,6 @@ def compare(
 # ---- convert, inspect, validate -----------------------------------------------------------
 
 
-def _source(path: PathLike | None, checkpoint: PathLike | None) -> str | None:
-    if path and checkpoint and str(path) != str(checkpoint):
-        raise UsageError("Give the checkpoint once: as PATH or as --checkpoint PATH, not both.")
-    return _str(path or checkpoint)
 
 
 def check_shard_size(text: int | str) -> int:
@@ -281,7 +277,7 @@ def convert(
     from .loaders import locate_source
 
     check_shard_size(max_shard_size)
-    src = _source(path, checkpoint)
+    src = checkpoint_source(path, checkpoint)
     if src is None:
         if repo_id is None:
             raise UsageError("Nothing to convert: pass a checkpoint PATH or --repo-id ID.")
@@ -307,41 +303,11 @@ def inspect(
     from .loaders import locate_source
     from .loaders.describe import describe
 
-    src = _source(path, checkpoint)
+    src = checkpoint_source(path, checkpoint)
     loc = locate_source(src, repo_id=repo_id, revision=revision, family=None if src else family)
     return Inspection(describe(loc=loc, family=family, preset=preset, config=config))
 
 
-def validate(
-    path: PathLike | None = None,
-    *,
-    checkpoint: PathLike | None = None,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    family: str | None = None,
-    preset: str | None = None,
-    config: Any = None,
-    loader: str = "auto",
-    dtype: str = "float32",
-    device: str = "cpu",
-    prompt: str = "The meaning of life is",
-    max_new_tokens: int = 8,
-    verify: bool = False,
-) -> Validation:
-    """Load a checkpoint through every check (``portagpt load``) and report them.
-
-    File integrity (sizes against headers; sha256 with ``verify``), the strict
-    name/shape/dtype check, a forward pass with finite logits, a short greedy
-    sample, and telemetry. Raises the check's PortagptError when one fails.
-    The loaded model and tokenizer ride along as ``.model`` / ``.tokenizer``.
-    """
-    from .validation import run_checks
-
-    return run_checks(
-        _source(path, checkpoint), repo_id=repo_id, revision=revision, family=family,
-        preset=preset, config=config, loader=loader, dtype=dtype, device=device, prompt=prompt,
-        max_new_tokens=max_new_tokens, verify=verify,
-    )  # fmt: skip
 
 
 # ---- chat ----------------------------------------------------------------------------------

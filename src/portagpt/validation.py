@@ -99,9 +99,18 @@ def sample(loaded: Any, ids: list[int], max_new_tokens: int) -> dict[str, Any]:
     }
 
 
-def run_checks(
-    path: str | None,
+def checkpoint_source(path: str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> str | None:
+    """The checkpoint named as PATH or as ``--checkpoint PATH`` (the same one, if both)."""
+    if path and checkpoint and str(path) != str(checkpoint):
+        raise UsageError("Give the checkpoint once: as PATH or as --checkpoint PATH, not both.")
+    source = path or checkpoint
+    return None if source is None else str(source)
+
+
+def validate(
+    path: str | os.PathLike | None = None,
     *,
+    checkpoint: str | os.PathLike | None = None,
     repo_id: str | None = None,
     revision: str | None = None,
     family: str | None = None,
@@ -114,7 +123,13 @@ def run_checks(
     max_new_tokens: int = 8,
     verify: bool = False,
 ) -> Validation:
-    """Locate, check the files, load strictly, run a forward pass and a sample; the report."""
+    """Load a checkpoint through every check (``portagpt load``) and report them.
+
+    File integrity (sizes against headers; sha256 with ``verify``), the strict
+    name/shape/dtype check, a forward pass with finite logits, a short greedy
+    sample, and telemetry. Raises the check's PortagptError when one fails.
+    The loaded model and tokenizer ride along as ``.model`` / ``.tokenizer``.
+    """
     from .core.generate import check_options
     from .loaders import locate_source
     from .loaders.integrity import check_files
@@ -123,6 +138,7 @@ def run_checks(
     check_options(max_new_tokens)
     rss0 = current_rss()
     t0 = time.perf_counter()
+    path = checkpoint_source(path, checkpoint)
     loc = locate_source(path, repo_id=repo_id, revision=revision, family=family)
     resolve_s = time.perf_counter() - t0
     extra = [loc.folder / "config.json"] if (loc.folder / "config.json").is_file() else []
