@@ -34,21 +34,8 @@ import gc
 import statistics
 import time
 from dataclasses import replace
-from typing import Any
 
 import torch
-
-
-def book_config(cfg: Any) -> dict[str, Any]:
-    return {
-        "vocab_size": cfg.vocab_size,
-        "context_length": cfg.context_length,
-        "emb_dim": cfg.emb_dim,
-        "n_heads": cfg.n_heads,
-        "n_layers": cfg.n_layers,
-        "drop_rate": cfg.drop_rate,
-        "qkv_bias": cfg.qkv_bias,
-    }
 
 
 class BookStepper:
@@ -97,6 +84,9 @@ def measure(preset: str, args: argparse.Namespace) -> list[tuple[int, float, flo
     from llms_from_scratch.ch04 import GPTModel
 
     from portagpt.core.data import build_loaders
+    from portagpt.formats.book import (
+        book_dict,  # the book's config dict, as convert --to book writes it
+    )
     from portagpt.registry import get_family
 
     family = get_family("gpt2")
@@ -116,7 +106,7 @@ def measure(preset: str, args: argparse.Namespace) -> list[tuple[int, float, flo
         batches += list(data.train_loader)
     batches = batches[: args.steps + 1]
     torch.manual_seed(123)
-    book = GPTModel(book_config(cfg))
+    book = GPTModel(book_dict(cfg))
     init = {k: v.clone() for k, v in book.state_dict().items()}
     n_params = sum(p.numel() for p in book.parameters())
     print(
@@ -132,7 +122,7 @@ def measure(preset: str, args: argparse.Namespace) -> list[tuple[int, float, flo
             ours = family.build_model(cfg)
             missing, unexpected = ours.load_state_dict(init, strict=False)
             assert not missing and all(k.endswith("att.mask") for k in unexpected)
-            book = GPTModel(book_config(cfg))
+            book = GPTModel(book_dict(cfg))
             book.load_state_dict(init)
             steppers = PortagptStepper(ours, data, args.lr), BookStepper(book, args.lr)
             for i, batch in enumerate(batches):  # the two sides alternate step by step
