@@ -11,6 +11,7 @@ import torch
 from portagpt.core.cache import LayerSpec
 from portagpt.core.generate import (
     GenerationResult,
+    cpu_compiler_available,
     generate,
     min_p_filter,
     next_token,
@@ -371,18 +372,10 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error() -> None:
             generate(_model(FULL), PROMPTS[0], max_new_tokens=2, compile=True)
 
 
-def _compiler_available() -> bool:
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
 
 @pytest.mark.slow  # compiling takes ~30 s on 2 CPU cores
-@pytest.mark.skipif(not _compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(not cpu_compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_decode_gives_the_eager_and_uncached_ids_and_compiles_once() -> None:
     from torch._dynamo.utils import counters
 

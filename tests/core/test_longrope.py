@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, Phi3Config, Phi3ForCausalLM
 
-from portagpt.core.generate import generate, reprefill_points
+from portagpt.core.generate import cpu_compiler_available, generate, reprefill_points
 from portagpt.loaders import load
 from portagpt.smoke_tests.reference import hf_greedy, hf_logits, write_hf_checkpoint
 
@@ -139,18 +139,10 @@ def test_prompt_longer_than_the_original_context_needs_no_reprefill(checkpoint):
     assert generate(model, prompt, max_new_tokens=8).new_ids == [reference]
 
 
-def _compiler_available() -> bool:
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
 
 @pytest.mark.slow  # compiling takes ~30 s on 2 CPU cores
-@pytest.mark.skipif(not _compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.skipif(not cpu_compiler_available(), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_decode_reprefills_at_the_crossing_too(checkpoint):
     hf, phi3, model = checkpoint
     prompt = _ids(7, (1, PROMPT))

@@ -273,6 +273,31 @@ def step_threads(model: nn.Module, device: torch.device, threads: int | None) ->
 _COMPILED = "_portagpt_compiled_forward"  # where a model keeps its compiled forward
 
 
+def check_cpu_compiler() -> None:
+    """Raise CompileError unless inductor finds a C++ compiler (what it builds CPU kernels with)."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as exc:  # noqa: BLE001 - any failure means: no usable C++ compiler
+        raise CompileError(
+            "compile=True (--compile) needs a C++ compiler on CPU: torch.compile's inductor "
+            f"backend builds C++ kernels, and it found none ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}). "
+            "Install one (e.g. `apt-get install g++`, or set CXX to a compiler), or run "
+            "without compile=True / --compile: the output is the same, only slower."
+        ) from exc
+
+
+def cpu_compiler_available() -> bool:
+    """Whether ``compile=True`` can build on CPU here (see :func:`check_cpu_compiler`)."""
+    try:
+        check_cpu_compiler()
+    except CompileError:
+        return False
+    return True
+
+
 def compiled_forward(model: nn.Module, device: torch.device) -> Callable[..., torch.Tensor]:
     """``torch.compile(model.forward)``, made once per model and kept on it (not in its state).
 
@@ -283,18 +308,7 @@ def compiled_forward(model: nn.Module, device: torch.device) -> Callable[..., to
     if fn is not None:
         return fn
     if device.type == "cpu":
-        try:
-            from torch._inductor.cpp_builder import get_cpp_compiler
-
-            get_cpp_compiler()
-        except Exception as exc:  # noqa: BLE001 - any failure means: no usable C++ compiler
-            raise CompileError(
-                "compile=True (--compile) needs a C++ compiler on CPU: torch.compile's inductor "
-                f"backend builds C++ kernels, and it found none ({type(exc).__name__}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}). "
-                "Install one (e.g. `apt-get install g++`, or set CXX to a compiler), or run "
-                "without compile=True / --compile: the output is the same, only slower."
-            ) from exc
+        check_cpu_compiler()
     fn = torch.compile(model.forward, dynamic=False)
     model.__dict__[_COMPILED] = fn
     return fn
