@@ -52,7 +52,8 @@ class TextStream:
         return delta
 
 
-def _default_device(name: str) -> str:
+def auto_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when there is one, else ``cpu``; any other name as given."""
     import torch
 
     if name == "auto":
@@ -80,7 +81,7 @@ def _resolve_model(
 
     if isinstance(model, (str, os.PathLike)):
         loaded = load_full(
-            str(model), family=family, dtype=dtype, device=_default_device(device),
+            str(model), family=family, dtype=dtype, device=auto_device(device),
             tokenizer=tokenizer is None,
         )  # fmt: skip
         return loaded.model, tokenizer or loaded.tokenizer, loaded.family

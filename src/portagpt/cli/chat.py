@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any
 
-from .generate import _device, add_placement_args, add_sampling_args
+from .generate import add_placement_args, add_sampling_args
 from .load import add_source_args, checkpoint_path
 
 
@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
 
 def _load(args: argparse.Namespace) -> Any:
     from ..errors import TokenizerError, UsageError
+    from ..generation import auto_device
     from ..loaders import load_full
 
     path = checkpoint_path(args)
@@ -66,7 +67,7 @@ def _load(args: argparse.Namespace) -> Any:
         preset=args.preset,
         config=args.config,
         dtype=args.dtype,
-        device=_device(args.device),
+        device=auto_device(args.device),
         tokenizer=True,
     )
     if loaded.tokenizer is None:

@@ -77,17 +77,11 @@ def add_placement_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
 
 
 def check_args(args: argparse.Namespace) -> Any:
     """Every flag checked before anything is loaded; returns the torch device to load onto."""
-    from ..generation import check_generate_options
+    from ..generation import auto_device, check_generate_options
     from ..loaders import parse_dtype
     from ..loaders.pipeline import parse_device
 
@@ -96,7 +90,7 @@ def check_args(args: argparse.Namespace) -> Any:
         use_cache=not args.no_cache, compile=args.compile, seed=args.seed, threads=args.threads,
     )  # fmt: skip
     parse_dtype(args.dtype)
-    return parse_device(_device(args.device))
+    return parse_device(auto_device(args.device))
 
 
 def run(args: argparse.Namespace) -> int:
