@@ -64,6 +64,7 @@ from ..errors import UsageError
 from .checkpoint import load_training_state, load_weights, save_checkpoint, unwrap_model
 from .checkpoint_format import atomic_write_bytes, disk_full
 from .loss import adamw, chunked_cross_entropy
+from .memory import keep_freed_memory
 from .rules import Rule, check_rules, finite, one_of, whole
 from .run_folder import CHECKPOINT_DIR, run_folder_lock, write_run_info
 
@@ -703,8 +704,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_train_begin(self)
         bar = self._bar = self._progress_bar()
-        try:
-            self._run_epochs(bar)
+        try:  # on CPU, each step's large temporaries reuse the last step's pages: core/memory.py
+            with keep_freed_memory(self.device.type == "cpu"):
+                self._run_epochs(bar)
         finally:
             self._bar = None
             if bar is not None:

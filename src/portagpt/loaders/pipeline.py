@@ -53,6 +53,7 @@ from ..core.checkpoint_format import (  # noqa: F401  (re-exported)
     TIED_KEY,
     check_format_version,
 )
+from ..core.memory import release_free_memory
 from ..errors import CheckpointError, UsageError
 from .checks import Report, compare
 from .configs import SIDECAR, ConfigChoice, read_json
@@ -296,32 +297,6 @@ def _own(t: torch.Tensor, inputs: list[torch.Tensor], dtype: torch.dtype | None,
     return t
 
 
-def _libc_trim() -> Any:
-    try:
-        import ctypes
-        import ctypes.util
-
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-_TRIM = _libc_trim()
-
-
-def release_free_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc ``malloc_trim``).
-
-    A transposed or cast tensor is read into a buffer that is freed once the
-    copy exists; glibc then raises its mmap threshold and keeps later
-    mid-sized buffers on the heap, where the holes they leave stay resident
-    (about 8% of a checkpoint with transposed weights). Trimming after each such step keeps peak
-    memory at the weights plus one tensor in flight.
-    """
-    if _TRIM is not None:
-        _TRIM(0)
-
-
 class MappedFiles:
     """Memory-mapped views of a :class:`TensorIndex`'s files, for tensors used as stored.
 
@@ -410,8 +385,8 @@ def mapped_tensors(
                     yield name, _own(t, inputs, dtype, device, private)
             copied = step.rule.transform is not IDENTITY or dtype is not None
             del inputs, outputs
-            if copied:
-                release_free_memory()
+            if copied:  # the transposed/cast buffer is freed: hand its pages back, or the holes
+                release_free_memory()  # later mid-sized buffers leave stay resident (~8%)
     if mapped is not None:
         mapped.close()
 
