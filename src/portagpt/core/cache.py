@@ -183,7 +183,7 @@ def _build_mask(
         # A fully masked row (a padding query) would give NaN; let it see itself.
         allowed = allowed | (~allowed.any(-1, keepdim=True) & (k == q)[None])
         return allowed[:, None], False
-    if bool(allowed.all()):
+    if not torch.compiler.is_compiling() and bool(allowed.all()):  # no .item() in a graph
         return None, False
     return allowed[None, None], False
 

@@ -18,6 +18,7 @@ compiled graph runs its own kernels).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -51,10 +52,10 @@ class Threads:
             torch.set_num_threads(self.before)
 
 
-_LEAVE = Threads(None)  # stateless when n is None: safe to share
+_LEAVE = contextlib.nullcontext()  # what torch.compile traces through (a Threads is opaque to it)
 
 
-def one_thread_if_small(elements: int) -> Threads:
+def one_thread_if_small(elements: int) -> contextlib.AbstractContextManager:
     """One thread for an op touching fewer than ``SMALL_OP_ELEMENTS`` elements, else unchanged."""
     if elements >= SMALL_OP_ELEMENTS or torch.compiler.is_compiling():
         return _LEAVE
