@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def worker(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             losses.append(step(x, y))
             times.append(time.perf_counter() - start)
-    print(json.dumps({"times": times[1:], "losses": losses}))  # step 0 is the warm-up
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    print(json.dumps({"times": times[1:], "losses": losses, "peak_rss": peak}))  # step 0: warm-up
 
 
 def run_side(side: str, preset: str, threads: int, args: argparse.Namespace) -> dict:
@@ -148,12 +150,14 @@ def measure(preset: str, args: argparse.Namespace) -> None:
     tokens = args.batch_size * args.context_length
     for threads in args.threads:
         times: dict[str, list[float]] = {s: [] for s in SIDES}
+        peaks: dict[str, list[int]] = {s: [] for s in SIDES}
         losses: dict[str, list[float]] = {}
         for r in range(args.repeats):
             order = SIDES if r % 2 == 0 else SIDES[::-1]
             for side in order:
                 out = run_side(side, preset, threads, args)
                 times[side] += out["times"]
+                peaks[side].append(out["peak_rss"])
                 losses[side] = out["losses"]
         rate = {s: tokens / statistics.median(t) for s, t in times.items()}
         diff = max(
@@ -170,6 +174,8 @@ def measure(preset: str, args: argparse.Namespace) -> None:
         )
         spread = "   ".join(f"{s}: {min(t):.2f}-{max(t):.2f} s" for s, t in times.items())
         print(f"    step times {spread}")
+        rss = "   ".join(f"{s}: {max(p) / 2**30:.2f} GiB" for s, p in peaks.items())
+        print(f"    peak RSS of the process {rss}")
 
 
 def main() -> None:
