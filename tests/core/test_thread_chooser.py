@@ -104,3 +104,19 @@ def test_generate_keeps_one_chooser_on_a_model_across_calls():
         assert "_portagpt_thread_chooser" not in model.state_dict()
     finally:
         torch.set_num_threads(before)
+
+
+def test_prefill_runs_on_the_count_the_chooser_prefers_once_it_has_timed_both():
+    from portagpt.core.threads import Threads, prefill_threads
+
+    clock = FakeClock({2: 4.0, 1: 1.0})  # a busy machine: two threads 4x slower
+    chooser = ThreadChooser((2, 1), timer=clock)
+    assert chooser.preferred() is None
+    assert prefill_threads(chooser).n is None  # before any timing: torch's own count
+    run(chooser, clock, 1)
+    assert chooser.preferred() is None  # one candidate timed is not a preference
+    run(chooser, clock, 1)
+    assert chooser.preferred() == 1
+    assert prefill_threads(chooser).n == 1
+    assert prefill_threads(Threads(3)).n == 3  # a fixed count is kept
+    assert prefill_threads(Threads(None)).n is None

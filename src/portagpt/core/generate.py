@@ -45,7 +45,9 @@ machine, a thread that is not scheduled stalls every op). Larger models'
 one-token steps run on the count a :class:`~portagpt.core.threads.ThreadChooser`
 measures to be faster, torch's count or one, re-checked now and then: which
 wins depends on what else the machine runs, not on the model alone. The
-prefill runs on torch's count. ``threads=N`` sets the count for every step
+prefill runs on the count the chooser prefers once it has timed both (a
+prefill on two contended threads costs as much as several steps), on torch's
+count before that. ``threads=N`` sets the count for every step
 explicitly; torch's own setting is restored between steps, so code running
 between streamed tokens never sees the change.
 
@@ -68,7 +70,7 @@ from torch import nn
 
 from ..errors import CompileError, NonFiniteError, UsageError
 from .cache import KVCache, make_cache
-from .threads import Threads, decode_threads
+from .threads import decode_threads, prefill_threads
 
 Prompt = Sequence[int] | Sequence[Sequence[int]] | torch.Tensor
 
@@ -548,8 +550,8 @@ def stream(
         pad_token_id = stops[0] if stops else 0
     device, _ = _model_place(model)
     fixed = step_threads(model, device, threads)
-    first_threads = Threads(fixed)  # the prefill: many rows, torch's count unless one is fixed
     n_threads = decode_threads(model, device, fixed)
+    first_threads = prefill_threads(n_threads)  # many rows: see the module docstring
     generator = _seeded_generator(device, seed)
 
     start = time.perf_counter()

@@ -148,6 +148,12 @@ class ThreadChooser:
         self.steps_since_probe += 1
         return best
 
+    def preferred(self) -> int | None:
+        """The count with the lowest estimate once every candidate has been timed, else None."""
+        if not all(self.times[n] for n in self.candidates):
+            return None
+        return self.best()
+
     def record(self, n: int, seconds: float) -> None:
         self.times[n].append(seconds)
         if len(self.history) >= HISTORY_STEPS:  # a chooser kept for a session stays small
@@ -173,6 +179,14 @@ class ThreadChooser:
         if exc[0] is None:
             self.record(self._running, elapsed)
         self._running = None
+
+
+def prefill_threads(steps: Threads | ThreadChooser) -> Threads:
+    """The thread context of a prefill: the fixed count, or the one the chooser prefers now
+    (torch's count until it has timed every candidate)."""
+    if isinstance(steps, ThreadChooser):
+        return Threads(steps.preferred())
+    return Threads(steps.n)
 
 
 _CHOOSER = "_portagpt_thread_chooser"  # where a model keeps its ThreadChooser
