@@ -93,7 +93,7 @@ class ThreadChooser:
         samples: int = 2,
         explore_ratio: float = 1.5,
         window: int = 3,
-        budget: float = 0.05,
+        budget: float = 0.03,
         min_interval: int = 8,
         max_interval: int = 256,
     ) -> None:
