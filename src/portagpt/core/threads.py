@@ -186,7 +186,7 @@ def prefill_threads(steps: Threads | ThreadChooser) -> Threads:
     (torch's count until it has timed every candidate)."""
     if isinstance(steps, ThreadChooser):
         return Threads(steps.preferred())
-    return Threads(steps.n)
+    return steps  # the steps' own context: entered and left once per step, never nested
 
 
 _CHOOSER = "_portagpt_thread_chooser"  # where a model keeps its ThreadChooser
