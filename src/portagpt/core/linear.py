@@ -78,9 +78,14 @@ def _rows(x: torch.Tensor, in_features: int) -> int:
     return x.numel() // in_features if in_features else 0
 
 
+def _small(weight: torch.Tensor) -> bool:
+    """A weight that stays in cache: the decode path has nothing to win on it."""
+    return weight.numel() * weight.element_size() < SPLIT_MIN_BYTES
+
+
 def _decode_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
-        weight.numel() * weight.element_size() >= SPLIT_MIN_BYTES  # first: small layers leave
+        not _small(weight)  # first: small layers leave
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
@@ -147,7 +152,6 @@ class Linear(nn.Linear):
     """``nn.Linear`` whose forward is :func:`linear` (same parameters, same state_dict)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        if w.numel() * w.element_size() < SPLIT_MIN_BYTES:  # a small layer: one call less per
-            return F.linear(x, w, self.bias)  # step, which a tiny model's decode feels
-        return linear(x, w, self.bias)
+        if _small(self.weight):  # straight to F.linear: a tiny model's decode step feels
+            return F.linear(x, self.weight, self.bias)  # every call it makes per layer
+        return linear(x, self.weight, self.bias)
