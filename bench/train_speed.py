@@ -141,9 +141,8 @@ def run_side(side: str, preset: str, threads: int, args: argparse.Namespace) -> 
 
 
 def measure(preset: str, args: argparse.Namespace) -> None:
-    cfg = chapter5_config(preset, args)
     print(
-        f"\n== GPT-2 {preset} (chapter-5 config, untied head): context {cfg.context_length}, "
+        f"\n== GPT-2 {preset} (chapter-5 config, untied head): context {args.context_length}, "
         f"batch {args.batch_size}, drop {args.drop_rate}, {args.steps} timed steps (+1 warm-up) "
         f"per process, {args.repeats} rounds, each side in its own process"
     )
